@@ -1,0 +1,24 @@
+//! riveredge-backup: durable, verified, tenant-aware PostgreSQL backups for RiverEdge, run as an
+//! Inngest app.
+//!
+//! Map of the crate (one concern per module):
+//! - [`settings`]: the validated configuration (environment over an optional TOML file).
+//! - [`telemetry`]: tracing subscriber (env filter, pretty or JSON).
+//! - [`cli`]: the command line (`serve`, `migrate`, `backup`, `restore`, `verify`, `list`, `drill`).
+//! - [`startup`]: shared state, router, server life cycle and graceful shutdown.
+//! - [`local_cluster`]: a throwaway PostgreSQL from the installed binaries (no `DATABASE_URL`,
+//!   tests, benchmarks).
+//! - [`db`]: our tables (`root_data_backups`, `root_data_restores`), migrations, queries.
+//! - [`pg`]: connection info and password files, locating and running `pg_dump`/`pg_restore`.
+//! - [`storage`]: artifact storage (atomic objects under validated keys; local directory).
+//!
+//! The protocol itself lives in the separate `inngest` crate, which knows nothing of backups.
+
+pub mod cli;
+pub mod db;
+pub mod local_cluster;
+pub mod pg;
+pub mod settings;
+pub mod startup;
+pub mod storage;
+pub mod telemetry;

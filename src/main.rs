@@ -1,0 +1,63 @@
+//! The `riveredge-backup` binary: parse the command line, load settings, start logging, run.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use riveredge_backup::cli::{Cli, Command};
+use riveredge_backup::settings::Settings;
+use riveredge_backup::startup::{self, App, AppState, Database};
+use riveredge_backup::telemetry;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("riveredge-backup: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    telemetry::init(settings.log_format);
+    match run(cli.command.unwrap_or(Command::Serve), settings).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("riveredge-backup: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => serve(settings).await,
+        Command::Migrate => {
+            let db = Database::open(&settings).await?;
+            println!("migrations applied to {}", db.conn.display_url());
+            Ok(())
+        }
+        Command::Config => {
+            println!("{settings:#?}");
+            Ok(())
+        }
+        other => anyhow::bail!("{other:?}: not available in this build"),
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let settings = Arc::new(settings);
+    let db = Database::open(&settings).await?;
+    let shutdown = CancellationToken::new();
+    let state = AppState::new(settings.clone(), &db, shutdown.clone())?;
+    let listener = tokio::net::TcpListener::bind(settings.http.bind)
+        .await
+        .with_context(|| format!("binding {} (set BIND_ADDRESS)", settings.http.bind))?;
+    let router = startup::router(state, axum::Router::new());
+    let app = App::build(listener, router, settings.http.shutdown_timeout, shutdown);
+    tracing::info!(address = %settings.http.bind, serve_url = %settings.serve_url(), "serving");
+    app.run_until_stopped(startup::shutdown_signal()).await?;
+    drop(db);
+    Ok(())
+}

@@ -1,0 +1,564 @@
+//! One validated configuration, loaded from the environment over an optional TOML file.
+//!
+//! The file uses exactly the environment variables' names as keys (`DATABASE_URL = "..."`), so
+//! there is one vocabulary to learn; the environment wins over the file. Unknown keys in the file
+//! are an error (a typo must not silently fall back to a default). Every problem found is
+//! reported at once, each with how to fix it, and start-up stops.
+//!
+//! Secrets (database password, signing keys, event key, JWT secret) are [`SecretString`]s: they
+//! never appear in `Debug` output or logs.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// Every setting the worker reads, with its meaning. This table drives the README's
+/// configuration section, unknown-key detection in files and `riveredge-backup config`.
+pub const KEYS: &[(&str, &str)] = &[
+    ("DATABASE_URL", "RiverEdge database (backed up, and home of root_data_backups). Unset: a throwaway local PostgreSQL is started from the installed binaries"),
+    ("DATABASE_MAX_CONNECTIONS", "pool size for bookkeeping queries (default 10)"),
+    ("BACKUP_STORAGE_DIR", "directory that holds backup artifacts (default ./backups); created 0700"),
+    ("BIND_ADDRESS", "address the HTTP server listens on (default 127.0.0.1:3000)"),
+    ("SHUTDOWN_TIMEOUT_SECS", "how long in-flight requests may run after SIGTERM (default 30)"),
+    ("PG_BIN_DIR", "directory with pg_dump/pg_restore/psql; default: the server's major version under /usr/lib/postgresql, then PATH"),
+    ("BACKUP_MAX_CONCURRENT", "backups (and restores) running at once in this worker and across the app (default 2)"),
+    ("BACKUP_JOBS", "parallel COPY connections inside one backup or restore (default 2)"),
+    ("BACKUP_COMPRESSION_LEVEL", "zstd level for artifacts, 1..=19 (default 1: fastest, still smaller than pg_dump -Fc)"),
+    ("BACKUP_STEP_TIMEOUT_SECS", "upper bound for one dump/restore step (default 6900; Inngest cuts a call at 2 h)"),
+    ("TENANTS_TABLE", "table whose ids are the valid tenant ids (default infra_tenants; empty: do not check)"),
+    ("INNGEST_APP_ID", "Inngest app id; functions are registered as <app id>-<slug> (default riveredge-backup)"),
+    ("INNGEST_DEV", "1 or a dev-server URL: dev mode (no signatures); 0: cloud mode. Default: 1 when DATABASE_URL is unset, else cloud"),
+    ("INNGEST_BASE_URL", "Inngest API and event origin, e.g. http://localhost:8288 or http://inngest:8288"),
+    ("INNGEST_API_BASE_URL", "Inngest API origin (overrides INNGEST_BASE_URL for /fn/register and /v0)"),
+    ("INNGEST_EVENT_API_BASE_URL", "Inngest event origin (overrides INNGEST_BASE_URL for /e/<key>)"),
+    ("INNGEST_SIGNING_KEY", "signing key (signkey-<env>-<hex>); required in cloud mode"),
+    ("INNGEST_SIGNING_KEY_FALLBACK", "previous signing key, accepted during rotation"),
+    ("INNGEST_EVENT_KEY", "event key for sending events"),
+    ("INNGEST_ENV", "Inngest branch environment name (sent as X-Inngest-Env)"),
+    ("INNGEST_SERVE_ORIGIN", "origin the Inngest server must call, e.g. http://worker:3000 inside Docker (default http://<BIND_ADDRESS>)"),
+    ("INNGEST_SERVE_PATH", "path of the Inngest endpoint (default /api/inngest)"),
+    ("INNGEST_STREAMING", "true: answer step calls with 201 + keep-alive so long dumps survive idle timeouts (default true)"),
+    ("INNGEST_SYNC_ON_STARTUP", "register with the Inngest server at start-up, retried with backoff (default true)"),
+    ("JWT_SECRET_KEY", "RiverEdge's HS256 secret for the REST API's bearer tokens"),
+    ("LOG_FORMAT", "pretty or json (default pretty); filter with RUST_LOG"),
+];
+
+/// The whole configuration of one worker process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub http: HttpSettings,
+    pub storage_dir: PathBuf,
+    pub backup: BackupSettings,
+    pub inngest: InngestSettings,
+    /// RiverEdge's `JWT_SECRET_KEY`; the REST API refuses every request while it is unset.
+    pub jwt_secret: Option<SecretString>,
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone)]
+pub struct DatabaseSettings {
+    /// `None` means: start a throwaway local cluster (newcomer default).
+    pub url: Option<SecretString>,
+    pub max_connections: u32,
+}
+
+impl fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &self.url.as_ref().map(|u| redact_url(u.expose_secret())))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub bind: SocketAddr,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupSettings {
+    pub pg_bin_dir: Option<PathBuf>,
+    /// Global cap on concurrent dumps/restores: a per-process semaphore and the Inngest
+    /// function-level concurrency limit, so the database is protected across replicas too.
+    pub max_concurrent: u32,
+    /// COPY connections used in parallel inside one backup or restore.
+    pub jobs: u32,
+    pub compression_level: i32,
+    pub step_timeout: Duration,
+    /// Table listing valid tenants (`None`: tenant ids are not checked against a table).
+    pub tenants_table: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Clone)]
+pub struct InngestSettings {
+    pub app_id: String,
+    pub dev: bool,
+    pub api_base_url: String,
+    pub event_api_base_url: String,
+    pub signing_key: Option<SecretString>,
+    pub signing_key_fallback: Option<SecretString>,
+    pub event_key: Option<SecretString>,
+    pub env: Option<String>,
+    pub serve_origin: String,
+    pub serve_path: String,
+    pub streaming: bool,
+    pub sync_on_startup: bool,
+}
+
+impl fmt::Debug for InngestSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let present = |s: &Option<SecretString>| if s.is_some() { "[set]" } else { "[unset]" };
+        f.debug_struct("InngestSettings")
+            .field("app_id", &self.app_id)
+            .field("dev", &self.dev)
+            .field("api_base_url", &self.api_base_url)
+            .field("event_api_base_url", &self.event_api_base_url)
+            .field("signing_key", &present(&self.signing_key))
+            .field("signing_key_fallback", &present(&self.signing_key_fallback))
+            .field("event_key", &present(&self.event_key))
+            .field("env", &self.env)
+            .field("serve_origin", &self.serve_origin)
+            .field("serve_path", &self.serve_path)
+            .field("streaming", &self.streaming)
+            .field("sync_on_startup", &self.sync_on_startup)
+            .finish()
+    }
+}
+
+/// Everything wrong with the configuration, one line per problem.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n{}", .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct SettingsError {
+    pub problems: Vec<String>,
+}
+
+const DEV_SERVER_URL: &str = "http://localhost:8288";
+const CLOUD_API_URL: &str = "https://api.inngest.com";
+const CLOUD_EVENT_URL: &str = "https://inn.gs";
+
+impl Settings {
+    /// Loads from the process environment and, when given, a TOML file.
+    ///
+    /// # Errors
+    /// Every invalid or missing value, with what to do about it.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        let env: BTreeMap<String, String> = std::env::vars()
+            .filter(|(k, _)| KEYS.iter().any(|(name, _)| name == k))
+            .collect();
+        Self::from_sources(&env, file)
+    }
+
+    /// Pure form of [`Settings::load`]: `env` stands for the environment.
+    ///
+    /// # Errors
+    /// See [`Settings::load`].
+    pub fn from_sources(
+        env: &BTreeMap<String, String>,
+        file: Option<&Path>,
+    ) -> Result<Self, SettingsError> {
+        let mut raw = match file {
+            Some(path) => read_file(path)?,
+            None => BTreeMap::new(),
+        };
+        for (k, v) in env {
+            raw.insert(k.clone(), v.clone());
+        }
+        // An empty value means "unset" (`Parser::get`), except where a key gives it a meaning.
+        Parser { raw, problems: Vec::new() }.parse()
+    }
+
+    /// The URL the Inngest server must POST step calls to.
+    pub fn serve_url(&self) -> String {
+        format!(
+            "{}{}",
+            self.inngest.serve_origin.trim_end_matches('/'),
+            self.inngest.serve_path
+        )
+    }
+}
+
+fn read_file(path: &Path) -> Result<BTreeMap<String, String>, SettingsError> {
+    let fail = |msg: String| SettingsError { problems: vec![msg] };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| fail(format!("cannot read settings file {}: {e}", path.display())))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| fail(format!("settings file {} is not valid TOML: {e}", path.display())))?;
+    let mut out = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (key, value) in table {
+        if !KEYS.iter().any(|(name, _)| *name == key) {
+            problems.push(format!(
+                "unknown key {key} in {}; keys are the environment variable names (see README)",
+                path.display()
+            ));
+            continue;
+        }
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => {
+                problems.push(format!("{key} must be a string, number or boolean, not {other}"));
+                continue;
+            }
+        };
+        out.insert(key, text);
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(SettingsError { problems })
+    }
+}
+
+struct Parser {
+    raw: BTreeMap<String, String>,
+    problems: Vec<String>,
+}
+
+impl Parser {
+    fn get(&self, key: &str) -> Option<String> {
+        self.raw.get(key).map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+    }
+
+    fn number<T: std::str::FromStr + PartialOrd + fmt::Display + Copy>(
+        &mut self,
+        key: &str,
+        default: T,
+        min: T,
+        max: T,
+    ) -> T {
+        let Some(text) = self.get(key) else {
+            return default;
+        };
+        match text.parse::<T>() {
+            Ok(v) if v >= min && v <= max => v,
+            _ => {
+                self.problems.push(format!(
+                    "{key}={text:?} is not a number from {min} to {max}"
+                ));
+                default
+            }
+        }
+    }
+
+    fn boolean(&mut self, key: &str, default: bool) -> bool {
+        match self.get(key).map(|s| s.to_ascii_lowercase()).as_deref() {
+            None => default,
+            Some("1" | "true" | "yes" | "on") => true,
+            Some("0" | "false" | "no" | "off") => false,
+            Some(other) => {
+                self.problems
+                    .push(format!("{key}={other:?} must be true or false"));
+                default
+            }
+        }
+    }
+
+    fn secret(&self, key: &str) -> Option<SecretString> {
+        self.get(key).map(SecretString::from)
+    }
+
+    fn url(&mut self, key: &str) -> Option<String> {
+        let text = self.get(key)?;
+        match url::Url::parse(&text) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {
+                Some(text.trim_end_matches('/').to_owned())
+            }
+            _ => {
+                self.problems.push(format!(
+                    "{key}={text:?} must be an http(s) URL such as http://localhost:8288"
+                ));
+                None
+            }
+        }
+    }
+
+    fn parse(mut self) -> Result<Settings, SettingsError> {
+        let database = self.database();
+        let bind = self.bind();
+        let http = HttpSettings {
+            bind,
+            shutdown_timeout: Duration::from_secs(self.number("SHUTDOWN_TIMEOUT_SECS", 30, 1, 3600)),
+        };
+        let storage_dir = PathBuf::from(self.get("BACKUP_STORAGE_DIR").unwrap_or_else(|| "./backups".to_owned()));
+        let backup = self.backup();
+        let inngest = self.inngest(database.url.is_none(), bind);
+        let jwt_secret = self.secret("JWT_SECRET_KEY");
+        let log_format = match self.get("LOG_FORMAT").map(|s| s.to_ascii_lowercase()).as_deref() {
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                self.problems
+                    .push(format!("LOG_FORMAT={other:?} must be pretty or json"));
+                LogFormat::Pretty
+            }
+        };
+        if self.problems.is_empty() {
+            Ok(Settings { database, http, storage_dir, backup, inngest, jwt_secret, log_format })
+        } else {
+            Err(SettingsError { problems: self.problems })
+        }
+    }
+
+    fn database(&mut self) -> DatabaseSettings {
+        let url = self.get("DATABASE_URL");
+        if let Some(u) = &url {
+            match url::Url::parse(u) {
+                Ok(parsed) if matches!(parsed.scheme(), "postgres" | "postgresql") => {}
+                _ => self.problems.push(format!(
+                    "DATABASE_URL={} must look like postgres://user:password@host:5432/riveredge",
+                    redact_url(u)
+                )),
+            }
+        }
+        DatabaseSettings {
+            url: url.map(SecretString::from),
+            max_connections: self.number("DATABASE_MAX_CONNECTIONS", 10, 2, 1000),
+        }
+    }
+
+    fn bind(&mut self) -> SocketAddr {
+        let default: SocketAddr = ([127, 0, 0, 1], 3000).into();
+        match self.get("BIND_ADDRESS") {
+            None => default,
+            Some(text) => text.parse().unwrap_or_else(|_| {
+                self.problems.push(format!(
+                    "BIND_ADDRESS={text:?} must be host:port, e.g. 0.0.0.0:3000"
+                ));
+                default
+            }),
+        }
+    }
+
+    fn backup(&mut self) -> BackupSettings {
+        let tenants_table = match self.raw.get("TENANTS_TABLE") {
+            None => Some("infra_tenants".to_owned()),
+            Some(s) if s.trim().is_empty() => None,
+            Some(s) => Some(s.trim().to_owned()),
+        };
+        BackupSettings {
+            pg_bin_dir: self.get("PG_BIN_DIR").map(PathBuf::from),
+            max_concurrent: self.number("BACKUP_MAX_CONCURRENT", 2, 1, 64),
+            jobs: self.number("BACKUP_JOBS", 2, 1, 32),
+            compression_level: self.number("BACKUP_COMPRESSION_LEVEL", 1, 1, 19),
+            step_timeout: Duration::from_secs(self.number("BACKUP_STEP_TIMEOUT_SECS", 6900, 10, 7200)),
+            tenants_table,
+        }
+    }
+
+    fn inngest(&mut self, local_database: bool, bind: SocketAddr) -> InngestSettings {
+        // INNGEST_DEV: truthy or a URL selects dev mode; 0/false forces cloud (protocol §1.1).
+        let (dev, dev_url) = match self.get("INNGEST_DEV") {
+            None => (local_database, None),
+            Some(v) if matches!(v.to_ascii_lowercase().as_str(), "0" | "false" | "no" | "off") => {
+                (false, None)
+            }
+            Some(v) if v.starts_with("http://") || v.starts_with("https://") => {
+                (true, Some(v.trim_end_matches('/').to_owned()))
+            }
+            Some(_) => (true, None),
+        };
+        let base = self.url("INNGEST_BASE_URL");
+        let default_api = if dev { DEV_SERVER_URL } else { CLOUD_API_URL };
+        let default_event = if dev { DEV_SERVER_URL } else { CLOUD_EVENT_URL };
+        let api_base_url = self
+            .url("INNGEST_API_BASE_URL")
+            .or_else(|| base.clone())
+            .or_else(|| dev_url.clone())
+            .unwrap_or_else(|| default_api.to_owned());
+        let event_api_base_url = self
+            .url("INNGEST_EVENT_API_BASE_URL")
+            .or(base)
+            .or(dev_url)
+            .unwrap_or_else(|| default_event.to_owned());
+        let signing_key = self.secret("INNGEST_SIGNING_KEY");
+        let signing_key_fallback = self.secret("INNGEST_SIGNING_KEY_FALLBACK");
+        for (key, value) in [("INNGEST_SIGNING_KEY", &signing_key), ("INNGEST_SIGNING_KEY_FALLBACK", &signing_key_fallback)] {
+            if let Some(k) = value {
+                if !valid_signing_key(k.expose_secret()) {
+                    self.problems.push(format!(
+                        "{key} must be signkey-<env>-<hex> or bare hex (from the Inngest dashboard or `openssl rand -hex 32`)"
+                    ));
+                }
+            }
+        }
+        if !dev && signing_key.is_none() {
+            self.problems.push(
+                "INNGEST_SIGNING_KEY is required in cloud mode (every step call is signed); \
+                 for the local Inngest dev server set INNGEST_DEV=1 instead"
+                    .to_owned(),
+            );
+        }
+        let serve_origin = match self.url("INNGEST_SERVE_ORIGIN") {
+            Some(o) => o,
+            None => {
+                // 0.0.0.0 is not an address anyone can call; advertise loopback instead.
+                let host = if bind.ip().is_unspecified() { "127.0.0.1".to_owned() } else { bind.ip().to_string() };
+                format!("http://{host}:{}", bind.port())
+            }
+        };
+        let serve_path = self.get("INNGEST_SERVE_PATH").unwrap_or_else(|| "/api/inngest".to_owned());
+        if !serve_path.starts_with('/') {
+            self.problems
+                .push(format!("INNGEST_SERVE_PATH={serve_path:?} must start with /"));
+        }
+        let app_id = self.get("INNGEST_APP_ID").unwrap_or_else(|| "riveredge-backup".to_owned());
+        if !app_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            self.problems.push(format!(
+                "INNGEST_APP_ID={app_id:?} may contain only letters, digits, - and _"
+            ));
+        }
+        InngestSettings {
+            app_id,
+            dev,
+            api_base_url,
+            event_api_base_url,
+            signing_key,
+            signing_key_fallback,
+            event_key: self.secret("INNGEST_EVENT_KEY"),
+            env: self.get("INNGEST_ENV"),
+            serve_origin,
+            serve_path,
+            streaming: self.boolean("INNGEST_STREAMING", true),
+            sync_on_startup: self.boolean("INNGEST_SYNC_ON_STARTUP", true),
+        }
+    }
+}
+
+fn valid_signing_key(key: &str) -> bool {
+    let hex_part = match key.strip_prefix("signkey-") {
+        Some(rest) => rest.split_once('-').map_or("", |(_, h)| h),
+        None => key,
+    };
+    !hex_part.is_empty() && hex_part.len() % 2 == 0 && hex_part.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`, for messages and Debug.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            // Passwords may also hide in the query string (libpq accepts ?password=).
+            let pairs: Vec<(String, String)> = u
+                .query_pairs()
+                .map(|(k, v)| {
+                    let v = if k == "password" { "***".to_owned() } else { v.into_owned() };
+                    (k.into_owned(), v)
+                })
+                .collect();
+            if !pairs.is_empty() {
+                u.query_pairs_mut().clear().extend_pairs(pairs);
+            }
+            u.to_string()
+        }
+        Err(_) => "<unparseable URL>".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn no_environment_gives_a_local_dev_worker() {
+        let s = Settings::from_sources(&env(&[]), None).unwrap();
+        assert!(s.database.url.is_none());
+        assert!(s.inngest.dev, "no DATABASE_URL means local: dev mode");
+        assert_eq!(s.inngest.api_base_url, DEV_SERVER_URL);
+        assert_eq!(s.serve_url(), "http://127.0.0.1:3000/api/inngest");
+    }
+
+    #[test]
+    fn a_real_database_without_signing_key_or_dev_flag_is_refused_with_advice() {
+        let err = Settings::from_sources(&env(&[("DATABASE_URL", "postgres://u:p@db/riveredge")]), None)
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("INNGEST_SIGNING_KEY is required"), "{text}");
+        assert!(text.contains("INNGEST_DEV=1"), "{text}");
+    }
+
+    #[test]
+    fn all_problems_are_reported_together() {
+        let err = Settings::from_sources(
+            &env(&[("BIND_ADDRESS", "nope"), ("BACKUP_JOBS", "0"), ("LOG_FORMAT", "xml")]),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(err.problems.len(), 3, "{err}");
+    }
+
+    #[test]
+    fn debug_output_never_contains_secrets() {
+        let s = Settings::from_sources(
+            &env(&[
+                ("DATABASE_URL", "postgres://app:hunter2@db:5432/riveredge?password=hunter3"),
+                ("INNGEST_SIGNING_KEY", "signkey-prod-abcdef0123"),
+                ("INNGEST_EVENT_KEY", "evkey-secret"),
+                ("JWT_SECRET_KEY", "jwt-secret-value"),
+            ]),
+            None,
+        )
+        .unwrap();
+        let text = format!("{s:?}");
+        for secret in ["hunter2", "hunter3", "abcdef0123", "evkey-secret", "jwt-secret-value"] {
+            assert!(!text.contains(secret), "{secret} leaked in {text}");
+        }
+        assert!(text.contains("db:5432"), "non-secret parts stay visible: {text}");
+    }
+
+    #[test]
+    fn dev_url_sets_both_origins_and_explicit_origins_win() {
+        let s = Settings::from_sources(
+            &env(&[("INNGEST_DEV", "http://inngest:8288/"), ("INNGEST_EVENT_API_BASE_URL", "http://events:9000")]),
+            None,
+        )
+        .unwrap();
+        assert!(s.inngest.dev);
+        assert_eq!(s.inngest.api_base_url, "http://inngest:8288");
+        assert_eq!(s.inngest.event_api_base_url, "http://events:9000");
+    }
+
+    #[test]
+    fn file_values_are_overridden_by_the_environment_and_unknown_keys_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("worker.toml");
+        std::fs::write(&path, "BACKUP_JOBS = 4\nBIND_ADDRESS = \"0.0.0.0:3000\"\n").unwrap();
+        let s = Settings::from_sources(&env(&[("BACKUP_JOBS", "3")]), Some(&path)).unwrap();
+        assert_eq!(s.backup.jobs, 3);
+        assert_eq!(s.http.bind.port(), 3000);
+        assert_eq!(s.inngest.serve_origin, "http://127.0.0.1:3000", "0.0.0.0 is advertised as loopback");
+
+        std::fs::write(&path, "BACKUP_JOB = 4\n").unwrap();
+        let err = Settings::from_sources(&env(&[]), Some(&path)).unwrap_err();
+        assert!(err.to_string().contains("unknown key BACKUP_JOB"), "{err}");
+    }
+
+    #[test]
+    fn signing_keys_must_be_hex_with_optional_prefix() {
+        assert!(valid_signing_key("signkey-test-0123456789abcdef"));
+        assert!(valid_signing_key("0123456789abcdef"));
+        assert!(!valid_signing_key("signkey-test-xyz"));
+        assert!(!valid_signing_key("abc"));
+    }
+}

@@ -1,0 +1,68 @@
+//! The foundation: the harness itself, migrations, the fixture, health and shutdown.
+
+use crate::helpers::{spawn_app, table_checksum, TestDb};
+
+#[tokio::test]
+async fn migrations_create_the_backup_table_with_its_constraints() {
+    let db = TestDb::migrated().await;
+    let insert = |scope: &'static str, tenant: Option<i32>, tables: Option<Vec<String>>| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query("INSERT INTO root_data_backups (uuid, tenant_id, name, backup_scope, backup_tables) VALUES ($1, $2, 'n', $3, $4)")
+                .bind(uuid::Uuid::new_v4().to_string())
+                .bind(tenant)
+                .bind(scope)
+                .bind(tables)
+                .execute(&pool)
+                .await
+        }
+    };
+    assert!(insert("all", None, None).await.is_ok());
+    assert!(insert("tenant", Some(1), None).await.is_ok());
+    assert!(insert("table", None, Some(vec!["core_users".into()])).await.is_ok());
+    assert!(insert("all", Some(1), None).await.is_err(), "a platform-wide backup cannot belong to a tenant");
+    assert!(insert("tenant", None, None).await.is_err(), "a tenant backup needs its tenant");
+    assert!(insert("table", None, Some(vec![])).await.is_err(), "a table backup needs tables");
+    assert!(insert("everything", None, None).await.is_err());
+    let bad_status = sqlx::query("INSERT INTO root_data_backups (uuid, name, status) VALUES ('x', 'n', 'done')")
+        .execute(&db.pool)
+        .await;
+    assert!(bad_status.is_err());
+}
+
+#[tokio::test]
+async fn the_fixture_loads_with_tenants_platform_rows_and_cycles() {
+    let db = TestDb::with_fixture().await;
+    let (users_t1, _) = table_checksum(&db.pool, "core_users", "tenant_id = 1").await;
+    let (platform_users, _) = table_checksum(&db.pool, "core_users", "tenant_id IS NULL").await;
+    assert_eq!((users_t1, platform_users), (12, 2));
+    let managers: i64 = sqlx::query_scalar("SELECT count(*) FROM core_departments WHERE manager_id IS NOT NULL")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let cycle: i64 = sqlx::query_scalar("SELECT count(*) FROM apps_kuaizhizao_work_orders WHERE sales_order_item_id IS NOT NULL")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(managers > 0 && cycle > 0, "both FK cycles are populated");
+}
+
+#[tokio::test]
+async fn health_answers_and_reports_the_database() {
+    let db = TestDb::migrated().await;
+    let app = spawn_app(&db).await;
+    let res = reqwest::get(app.url("/health")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["database"], "ok");
+    app.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn password_authentication_over_tcp_works_for_the_pool() {
+    let db = TestDb::migrated().await;
+    let Some(tcp) = db.tcp_conn() else { return };
+    let pool = riveredge_backup::db::connect(&tcp, 2).await.expect("password login over TCP");
+    let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&pool).await.unwrap();
+    assert_eq!(one, 1);
+}
