@@ -8,12 +8,15 @@
 //! - [`startup`]: shared state, router, server life cycle and graceful shutdown.
 //! - [`local_cluster`]: a throwaway PostgreSQL from the installed binaries (no `DATABASE_URL`,
 //!   tests, benchmarks).
+//! - [`catalog`]: tables, columns, keys and sequences from the system catalogs; name validation.
 //! - [`db`]: our tables (`root_data_backups`, `root_data_restores`), migrations, queries.
 //! - [`pg`]: connection info and password files, locating and running `pg_dump`/`pg_restore`.
 //! - [`storage`]: artifact storage (atomic objects under validated keys; local directory).
+//! - [`tenant`]: which rows belong to a tenant (through foreign keys too) and live tenant restore.
 //!
 //! The protocol itself lives in the separate `inngest` crate, which knows nothing of backups.
 
+pub mod catalog;
 pub mod cli;
 pub mod db;
 pub mod local_cluster;
@@ -22,3 +25,4 @@ pub mod settings;
 pub mod startup;
 pub mod storage;
 pub mod telemetry;
+pub mod tenant;

@@ -66,3 +66,24 @@ async fn password_authentication_over_tcp_works_for_the_pool() {
     let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&pool).await.unwrap();
     assert_eq!(one, 1);
 }
+
+#[tokio::test]
+async fn the_catalog_sees_fixture_tables_keys_cycles_and_identity() {
+    use riveredge_backup::catalog::{Catalog, TableRef};
+    let db = TestDb::with_fixture().await;
+    let catalog = Catalog::load(&db.pool).await.unwrap();
+    let users = catalog.table(&TableRef::new("public", "core_users")).unwrap();
+    assert!(users.has_tenant_id());
+    assert_eq!(users.primary_key, vec!["id".to_owned()]);
+    let user_roles = catalog.table(&TableRef::new("public", "core_user_roles")).unwrap();
+    assert!(!user_roles.has_tenant_id());
+    let parents: Vec<String> = catalog.fks_from(&user_roles.table).map(|fk| fk.referenced.name.clone()).collect();
+    assert_eq!(parents, vec!["core_roles".to_owned(), "core_users".to_owned()]);
+    let logs = catalog.table(&TableRef::new("public", "core_operation_logs")).unwrap();
+    assert_eq!(logs.column("id").unwrap().identity, Some('a'));
+    let seqs: Vec<_> = catalog.sequences_of(&logs.table).collect();
+    assert_eq!(seqs.len(), 1, "identity sequence is found and owned by its column");
+    assert!(catalog.fks_from(&TableRef::new("public", "core_departments")).any(|fk| fk.referenced.name == "core_users"));
+    assert_eq!(catalog.resolve("core_users").unwrap(), users.table);
+    assert!(catalog.resolve("core_userz").is_err());
+}

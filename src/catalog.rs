@@ -1,0 +1,361 @@
+//! What the database contains, read from the system catalogs: tables, columns, primary and
+//! foreign keys, sequences. Every identifier that reaches SQL or `pg_dump` is validated here
+//! against this catalog first; user input never goes into a query as text.
+//!
+//! Tables are ordinary and partitioned tables outside the system schemas, not partitions (a
+//! partitioned parent is copied through `SELECT`, which includes its partitions' rows) and not
+//! tables owned by extensions (pg_dump skips their data too).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sqlx::PgExecutor;
+
+use crate::pg::quote_ident;
+
+/// A table's schema-qualified name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TableRef {
+    pub schema: String,
+    pub name: String,
+}
+
+impl TableRef {
+    pub fn new(schema: &str, name: &str) -> Self {
+        Self { schema: schema.to_owned(), name: name.to_owned() }
+    }
+
+    /// `"schema"."name"`, safe to splice into SQL.
+    pub fn quoted(&self) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+    }
+}
+
+impl fmt::Display for TableRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.schema, self.name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Column {
+    pub name: String,
+    /// `format_type(atttypid, atttypmod)`, e.g. `numeric(12,2)`, `character varying(36)`.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub not_null: bool,
+    /// `Some('a')` GENERATED ALWAYS, `Some('d')` BY DEFAULT identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<char>,
+    /// A stored generated column: never copied (COPY FROM cannot load it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub generated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignKey {
+    pub name: String,
+    pub table: TableRef,
+    pub columns: Vec<String>,
+    pub referenced: TableRef,
+    pub referenced_columns: Vec<String>,
+    /// `confdeltype`: a = no action, r = restrict, c = cascade, n = set null, d = set default.
+    pub on_delete: char,
+    pub deferrable: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub table: TableRef,
+    pub columns: Vec<Column>,
+    pub primary_key: Vec<String>,
+}
+
+impl Table {
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// The RiverEdge convention: an `int` column named `tenant_id` marks tenant-owned rows.
+    pub fn has_tenant_id(&self) -> bool {
+        self.column("tenant_id").is_some()
+    }
+
+    /// Columns that are copied (all but stored generated columns), in table order.
+    pub fn copy_columns(&self) -> impl Iterator<Item = &Column> {
+        self.columns.iter().filter(|c| !c.generated)
+    }
+}
+
+/// A sequence, and the column it feeds (serial or identity) when there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sequence {
+    pub sequence: TableRef,
+    pub owned_by: Option<(TableRef, String)>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Catalog {
+    tables: BTreeMap<TableRef, Table>,
+    pub foreign_keys: Vec<ForeignKey>,
+    pub sequences: Vec<Sequence>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CatalogError {
+    #[error("table {0:?} does not exist")]
+    UnknownTable(String),
+    #[error("table name {name:?} is ambiguous: it exists in schemas {schemas}; write schema.table")]
+    Ambiguous { name: String, schemas: String },
+    #[error("{0:?} is not a valid table name (use table or schema.table)")]
+    Invalid(String),
+}
+
+/// Schemas that never hold application data.
+// language=PostgreSQL
+const USER_SCHEMAS: &str =
+    "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'";
+
+impl Catalog {
+    /// Reads the catalog through `conn` (inside a snapshot transaction when consistency with a
+    /// dump matters).
+    ///
+    /// # Errors
+    /// A failing catalog query.
+    pub async fn load<'c, E>(conn: E) -> Result<Self, sqlx::Error>
+    where
+        E: PgExecutor<'c> + Copy,
+    {
+        let mut tables = BTreeMap::new();
+        // language=PostgreSQL
+        let rows: Vec<(String, String, Option<String>, Option<String>, Option<bool>, Option<String>, Option<String>)> = sqlx::query_as(&format!(
+            "SELECT n.nspname::text, c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod),
+                    a.attnotnull, nullif(a.attidentity, '')::text, nullif(a.attgenerated, '')::text
+             FROM pg_class c
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+             WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND {USER_SCHEMAS}
+               AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                               AND d.objid = c.oid AND d.deptype = 'e')
+             ORDER BY n.nspname, c.relname, a.attnum"
+        ))
+        .fetch_all(conn)
+        .await?;
+        for (schema, name, column, type_name, not_null, identity, generated) in rows {
+            let key = TableRef::new(&schema, &name);
+            let table = tables
+                .entry(key.clone())
+                .or_insert_with(|| Table { table: key, columns: Vec::new(), primary_key: Vec::new() });
+            if let (Some(column), Some(type_name)) = (column, type_name) {
+                table.columns.push(Column {
+                    name: column,
+                    type_name,
+                    not_null: not_null.unwrap_or(false),
+                    identity: identity.and_then(|s| s.chars().next()),
+                    generated: generated.is_some(),
+                });
+            }
+        }
+
+        // language=PostgreSQL
+        let pks: Vec<(String, String, Vec<String>)> = sqlx::query_as(&format!(
+            "SELECT n.nspname::text, c.relname::text,
+                    array_agg(a.attname::text ORDER BY k.ord)
+             FROM pg_constraint con
+             JOIN pg_class c ON c.oid = con.conrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             CROSS JOIN LATERAL unnest(con.conkey) WITH ORDINALITY AS k(attnum, ord)
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+             WHERE con.contype = 'p' AND {USER_SCHEMAS}
+             GROUP BY n.nspname, c.relname"
+        ))
+        .fetch_all(conn)
+        .await?;
+        for (schema, name, cols) in pks {
+            if let Some(t) = tables.get_mut(&TableRef::new(&schema, &name)) {
+                t.primary_key = cols;
+            }
+        }
+
+        // language=PostgreSQL
+        let fk_rows: Vec<(String, String, String, Vec<String>, String, String, Vec<String>, String, bool)> = sqlx::query_as(&format!(
+            "SELECT con.conname::text, n.nspname::text, c.relname::text,
+                    (SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(con.conkey) WITH ORDINALITY k(attnum, ord)
+                       JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum),
+                    rn.nspname::text, rc.relname::text,
+                    (SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(con.confkey) WITH ORDINALITY k(attnum, ord)
+                       JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum),
+                    con.confdeltype::text, con.condeferrable
+             FROM pg_constraint con
+             JOIN pg_class c ON c.oid = con.conrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             JOIN pg_class rc ON rc.oid = con.confrelid
+             JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+             WHERE con.contype = 'f' AND con.conparentid = 0 AND {USER_SCHEMAS}
+             ORDER BY n.nspname, c.relname, con.conname"
+        ))
+        .fetch_all(conn)
+        .await?;
+        let foreign_keys = fk_rows
+            .into_iter()
+            .map(|(name, schema, table, columns, rschema, rtable, rcolumns, on_delete, deferrable)| ForeignKey {
+                name,
+                table: TableRef::new(&schema, &table),
+                columns,
+                referenced: TableRef::new(&rschema, &rtable),
+                referenced_columns: rcolumns,
+                on_delete: on_delete.chars().next().unwrap_or('a'),
+                deferrable,
+            })
+            .collect();
+
+        // language=PostgreSQL
+        let seq_rows: Vec<(String, String, Option<String>, Option<String>, Option<String>)> = sqlx::query_as(&format!(
+            "SELECT n.nspname::text, s.relname::text, tn.nspname::text, t.relname::text, a.attname::text
+             FROM pg_class s
+             JOIN pg_namespace n ON n.oid = s.relnamespace
+             LEFT JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = s.oid
+                  AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+             LEFT JOIN pg_class t ON t.oid = d.refobjid
+             LEFT JOIN pg_namespace tn ON tn.oid = t.relnamespace
+             LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid
+             WHERE s.relkind = 'S' AND {USER_SCHEMAS}
+             ORDER BY n.nspname, s.relname"
+        ))
+        .fetch_all(conn)
+        .await?;
+        let sequences = seq_rows
+            .into_iter()
+            .map(|(schema, name, tschema, table, column)| Sequence {
+                sequence: TableRef::new(&schema, &name),
+                owned_by: match (tschema, table, column) {
+                    (Some(s), Some(t), Some(c)) => Some((TableRef::new(&s, &t), c)),
+                    _ => None,
+                },
+            })
+            .collect();
+
+        Ok(Self { tables, foreign_keys, sequences })
+    }
+
+    pub fn table(&self, t: &TableRef) -> Option<&Table> {
+        self.tables.get(t)
+    }
+
+    pub fn tables(&self) -> impl Iterator<Item = &Table> {
+        self.tables.values()
+    }
+
+    /// Foreign keys declared on `t` (to its parents).
+    pub fn fks_from<'a>(&'a self, t: &'a TableRef) -> impl Iterator<Item = &'a ForeignKey> + 'a {
+        self.foreign_keys.iter().filter(move |fk| &fk.table == t)
+    }
+
+    /// Foreign keys that reference `t` (from its children).
+    pub fn fks_to<'a>(&'a self, t: &'a TableRef) -> impl Iterator<Item = &'a ForeignKey> + 'a {
+        self.foreign_keys.iter().filter(move |fk| &fk.referenced == t)
+    }
+
+    /// Sequences feeding columns of `t`.
+    pub fn sequences_of<'a>(&'a self, t: &'a TableRef) -> impl Iterator<Item = &'a Sequence> + 'a {
+        self.sequences.iter().filter(move |s| s.owned_by.as_ref().is_some_and(|(table, _)| table == t))
+    }
+
+    /// Resolves a user-supplied `table` or `schema.table` to a table of this catalog.
+    ///
+    /// # Errors
+    /// Malformed, unknown, or (unqualified and present in several schemas) ambiguous names.
+    pub fn resolve(&self, input: &str) -> Result<TableRef, CatalogError> {
+        let input = input.trim();
+        let valid_part = |s: &str| !s.is_empty() && s.len() <= 63 && !s.contains(['"', '\0', '\n']);
+        let (schema, name) = match input.split_once('.') {
+            Some((s, n)) if valid_part(s) && valid_part(n) && !n.contains('.') => (Some(s), n),
+            None if valid_part(input) => (None, input),
+            _ => return Err(CatalogError::Invalid(input.to_owned())),
+        };
+        match schema {
+            Some(s) => {
+                let key = TableRef::new(s, name);
+                self.tables.contains_key(&key).then_some(key).ok_or_else(|| CatalogError::UnknownTable(input.to_owned()))
+            }
+            None => {
+                let found: Vec<&TableRef> = self.tables.keys().filter(|t| t.name == name).collect();
+                match found.as_slice() {
+                    [] => Err(CatalogError::UnknownTable(input.to_owned())),
+                    [one] => Ok((*one).clone()),
+                    many => {
+                        // `public` is what an unqualified name means to the app (its search_path).
+                        if let Some(public) = many.iter().find(|t| t.schema == "public") {
+                            return Ok((*public).clone());
+                        }
+                        Err(CatalogError::Ambiguous {
+                            name: name.to_owned(),
+                            schemas: many.iter().map(|t| t.schema.as_str()).collect::<Vec<_>>().join(", "),
+                        })
+                    }
+                }
+            }
+        }
+    }
+
+    /// Resolves every name, reporting all the bad ones together; duplicates are removed.
+    ///
+    /// # Errors
+    /// The list of every name that failed, joined.
+    pub fn resolve_all(&self, inputs: &[String]) -> Result<Vec<TableRef>, Vec<CatalogError>> {
+        let mut ok = Vec::new();
+        let mut errors = Vec::new();
+        for input in inputs {
+            match self.resolve(input) {
+                Ok(t) if !ok.contains(&t) => ok.push(t),
+                Ok(_) => {}
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(ok)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog(names: &[(&str, &str)]) -> Catalog {
+        let mut c = Catalog::default();
+        for (s, n) in names {
+            let t = TableRef::new(s, n);
+            c.tables.insert(t.clone(), Table { table: t, columns: vec![], primary_key: vec![] });
+        }
+        c
+    }
+
+    #[test]
+    fn resolves_qualified_unqualified_and_rejects_the_rest() {
+        let c = catalog(&[("public", "core_users"), ("audit", "events"), ("sales", "events"), ("public", "x")]);
+        assert_eq!(c.resolve("core_users").unwrap(), TableRef::new("public", "core_users"));
+        assert_eq!(c.resolve("audit.events").unwrap(), TableRef::new("audit", "events"));
+        assert!(matches!(c.resolve("events"), Err(CatalogError::Ambiguous { .. })));
+        assert!(matches!(c.resolve("nope"), Err(CatalogError::UnknownTable(_))));
+        for bad in ["", "a.b.c", "x\"; DROP TABLE x; --", ".x", "x."] {
+            assert!(c.resolve(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn resolve_all_reports_every_unknown_name() {
+        let c = catalog(&[("public", "a")]);
+        let errs = c.resolve_all(&["a".into(), "b".into(), "c".into()]).unwrap_err();
+        assert_eq!(errs.len(), 2);
+        assert_eq!(c.resolve_all(&["a".into(), "public.a".into()]).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn quoting_survives_odd_names() {
+        assert_eq!(TableRef::new("my schema", "we\"ird").quoted(), "\"my schema\".\"we\"\"ird\"");
+    }
+}
