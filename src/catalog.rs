@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use sqlx::PgExecutor;
+use sqlx::PgPool;
 
 use crate::pg::quote_ident;
 
@@ -118,15 +118,15 @@ const USER_SCHEMAS: &str =
     "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'";
 
 impl Catalog {
-    /// Reads the catalog through `conn` (inside a snapshot transaction when consistency with a
-    /// dump matters).
+    /// Reads the catalog through `pool`.
+    ///
+    /// Takes a pool rather than any executor: a generic `Copy` executor makes callers' futures
+    /// fail rustc's `Send` check in async fns (rust-lang/rust#102211).
     ///
     /// # Errors
     /// A failing catalog query.
-    pub async fn load<'c, E>(conn: E) -> Result<Self, sqlx::Error>
-    where
-        E: PgExecutor<'c> + Copy,
-    {
+    pub async fn load(pool: &PgPool) -> Result<Self, sqlx::Error> {
+        let conn = pool;
         let mut tables = BTreeMap::new();
         // language=PostgreSQL
         let rows: Vec<(String, String, Option<String>, Option<String>, Option<bool>, Option<String>, Option<String>)> = sqlx::query_as(&format!(
@@ -237,6 +237,14 @@ impl Catalog {
             .collect();
 
         Ok(Self { tables, foreign_keys, sequences })
+    }
+
+    /// The same catalog without `skip` (our own bookkeeping tables, for instance).
+    #[must_use]
+    pub fn without(mut self, skip: &[TableRef]) -> Self {
+        self.tables.retain(|t, _| !skip.contains(t));
+        self.foreign_keys.retain(|fk| !skip.contains(&fk.table) && !skip.contains(&fk.referenced));
+        self
     }
 
     pub fn table(&self, t: &TableRef) -> Option<&Table> {

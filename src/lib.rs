@@ -8,6 +8,11 @@
 //! - [`startup`]: shared state, router, server life cycle and graceful shutdown.
 //! - [`local_cluster`]: a throwaway PostgreSQL from the installed binaries (no `DATABASE_URL`,
 //!   tests, benchmarks).
+//! - [`artifact`]: the backup format: manifest, streaming writer, verifying reader, verify.
+//! - [`snapshot`]: one exported snapshot shared by every connection of a dump.
+//! - [`backup`]: backup spec and validation, scope selection, the dump pipeline.
+//! - [`restore`]: compatibility check, whole-database and table restores, drills.
+//! - [`commands`]: the operator commands (`backup`, `list`, `verify`, `restore`, `drill`).
 //! - [`catalog`]: tables, columns, keys and sequences from the system catalogs; name validation.
 //! - [`db`]: our tables (`root_data_backups`, `root_data_restores`), migrations, queries.
 //! - [`pg`]: connection info and password files, locating and running `pg_dump`/`pg_restore`.
@@ -16,12 +21,19 @@
 //!
 //! The protocol itself lives in the separate `inngest` crate, which knows nothing of backups.
 
+pub mod artifact;
+pub mod backup;
 pub mod catalog;
+pub mod commands;
 pub mod cli;
 pub mod db;
 pub mod local_cluster;
+pub mod jobs;
 pub mod pg;
+pub mod recovery;
+pub mod restore;
 pub mod settings;
+pub mod snapshot;
 pub mod startup;
 pub mod storage;
 pub mod telemetry;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use riveredge_backup::cli::{Cli, Command};
+use riveredge_backup::jobs;
 use riveredge_backup::settings::Settings;
 use riveredge_backup::startup::{self, App, AppState, Database};
 use riveredge_backup::telemetry;
@@ -42,7 +43,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             println!("{settings:#?}");
             Ok(())
         }
-        other => anyhow::bail!("{other:?}: not available in this build"),
+        other => riveredge_backup::commands::run(other, settings).await,
     }
 }
 
@@ -54,10 +55,25 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.http.bind)
         .await
         .with_context(|| format!("binding {} (set BIND_ADDRESS)", settings.http.bind))?;
-    let router = startup::router(state, axum::Router::new());
+    let inngest_app = jobs::inngest_app(&state).context("INNGEST_SIGNING_KEY")?;
+    let router = startup::router(state, inngest_app.router());
     let app = App::build(listener, router, settings.http.shutdown_timeout, shutdown);
-    tracing::info!(address = %settings.http.bind, serve_url = %settings.serve_url(), "serving");
+    tracing::info!(
+        address = %settings.http.bind,
+        serve_url = %settings.serve_url(),
+        mode = if settings.inngest.dev { "dev" } else { "cloud" },
+        inngest = %settings.inngest.api_base_url,
+        "serving"
+    );
+    // The listener is bound, so the server's first call after registering cannot be refused.
+    let sync = settings
+        .inngest
+        .sync_on_startup
+        .then(|| inngest_app.spawn_startup_sync(&settings.serve_url(), inngest::SyncBackoff::default()));
     app.run_until_stopped(startup::shutdown_signal()).await?;
+    if let Some(sync) = sync {
+        sync.abort();
+    }
     drop(db);
     Ok(())
 }

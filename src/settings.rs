@@ -41,7 +41,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("INNGEST_ENV", "Inngest branch environment name (sent as X-Inngest-Env)"),
     ("INNGEST_SERVE_ORIGIN", "origin the Inngest server must call, e.g. http://worker:3000 inside Docker (default http://<BIND_ADDRESS>)"),
     ("INNGEST_SERVE_PATH", "path of the Inngest endpoint (default /api/inngest)"),
-    ("INNGEST_STREAMING", "true: answer step calls with 201 + keep-alive so long dumps survive idle timeouts (default true)"),
+    ("INNGEST_STREAMING", "true: answer step calls with 201 + keep-alive bytes, so long dumps survive proxies' idle timeouts (default false, as in the official SDKs)"),
     ("INNGEST_SYNC_ON_STARTUP", "register with the Inngest server at start-up, retried with backoff (default true)"),
     ("JWT_SECRET_KEY", "RiverEdge's HS256 secret for the REST API's bearer tokens"),
     ("LOG_FORMAT", "pretty or json (default pretty); filter with RUST_LOG"),
@@ -434,7 +434,7 @@ impl Parser {
             env: self.get("INNGEST_ENV"),
             serve_origin,
             serve_path,
-            streaming: self.boolean("INNGEST_STREAMING", true),
+            streaming: self.boolean("INNGEST_STREAMING", false),
             sync_on_startup: self.boolean("INNGEST_SYNC_ON_STARTUP", true),
         }
     }

@@ -5,6 +5,9 @@
 //! `query!`: every one of them runs against a real PostgreSQL in the test suite, and CI does not
 //! need `sqlx-cli` or an offline query cache to build.
 
+pub mod backups;
+pub mod restores;
+
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 

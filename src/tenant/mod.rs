@@ -1,18 +1,63 @@
-//! Which rows belong to a tenant, and how to put them back.
+//! Which rows belong to a tenant, and how to put them back into the live shared database.
 //!
-//! INTERIM: this file fixes the interface the backup pipeline codes against; the ownership
-//! analysis (join tables through foreign keys, cycle handling, load order) and the live tenant
-//! restore are being written in this module now.
+//! # What a tenant backup includes
+//!
+//! - **Tables with a `tenant_id` column**: exactly the rows with `tenant_id = <tenant>`. Rows
+//!   whose `tenant_id` is NULL are platform rows and are never part of a tenant backup, nor are
+//!   other tenants' rows. (`tenant_id` is never a foreign key in RiverEdge; the column alone
+//!   decides.)
+//! - **Tables without `tenant_id` that reach tenant tables through foreign keys** (join tables
+//!   such as `core_user_roles` and `core_role_permissions`, also through further tables without
+//!   `tenant_id`): a row is included when at least one of the rows it references is the
+//!   tenant's, and none of the rows it references belongs to another tenant. So a
+//!   role-permission row linking a tenant role to a *platform* permission is the tenant's (the
+//!   platform permission itself is not copied; it must exist where the backup is restored); a
+//!   row linking a tenant's user to *another* tenant's role belongs to nobody and is never
+//!   included in either tenant's backup.
+//! - Every column except stored generated columns, in table order; the content hash of each
+//!   table's rows is recorded so a restore can prove it put back exactly these rows.
+//!
+//! # What it excludes
+//!
+//! - Platform tables: tables without `tenant_id` and without a foreign-key path to tenant
+//!   tables (e.g. `infra_platform_settings`, `aerich`); they are listed in the manifest's
+//!   `excluded_tables` with the reason.
+//! - Platform rows (`tenant_id IS NULL`) of tenant tables, other tenants' rows, and join rows
+//!   that link the tenant to another tenant.
+//! - The backup worker's own tables (`root_data_backups`, `root_data_restores`,
+//!   `_sqlx_migrations`).
+//! - Sequence values are recorded for information only: a tenant restore never moves a shared
+//!   sequence backwards (it only advances sequences past the restored ids).
+//!
+//! # Restoring
+//!
+//! [`restore::restore`] replaces the tenant's current rows by the backup's in one transaction
+//! on the live database, deleting with the same ownership predicates the backup selected with,
+//! and commits only after re-hashing the restored rows; see that module for the steps and what
+//! it refuses.
 
-use crate::catalog::{Catalog, TableRef};
+pub mod graph;
+pub mod restore;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sqlx::PgExecutor;
+
+use crate::catalog::{Catalog, CatalogError, ForeignKey, TableRef};
 use crate::pg::quote_ident;
+
+pub use graph::{LoadOrder, UnbreakableCycle};
+
+/// The column that marks tenant-owned rows (riveredge.md §3: always `int4`, never a FK).
+pub const TENANT_COLUMN: &str = "tenant_id";
 
 /// How a table's rows are attributed to the tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ownership {
     /// The table has `tenant_id`: `t.tenant_id = <tenant>`.
     Direct,
-    /// No `tenant_id`: rows are reached through these foreign keys to owned rows.
+    /// No `tenant_id`: rows are reached through these foreign keys (constraint names) to owned
+    /// rows.
     ThroughForeignKeys(Vec<String>),
 }
 
@@ -25,30 +70,312 @@ pub struct OwnedTable {
     pub ownership: Ownership,
 }
 
-/// Everything a tenant backup covers, and what it leaves out and why.
+/// Everything a tenant backup covers, what it leaves out and why, and how to load it back.
 #[derive(Debug, Clone)]
 pub struct TenantPlan {
     pub tenant_id: i32,
+    /// Owned tables, sorted by name.
     pub tables: Vec<OwnedTable>,
+    /// Platform tables (no `tenant_id`, no foreign-key path to tenant rows) and the reason.
     pub excluded: Vec<(TableRef, String)>,
+    /// For tables owned through foreign keys: the keys to owned tables that decide ownership.
+    links: BTreeMap<TableRef, Vec<ForeignKey>>,
+    /// Parents-first order for restores, or the cycle that makes a row-by-row restore
+    /// impossible. Backups do not need it, so an unbreakable cycle is not a planning error.
+    load_order: Result<LoadOrder, UnbreakableCycle>,
 }
+
+const PLATFORM_REASON: &str =
+    "platform table (no tenant_id and no foreign-key path to tenant rows)";
 
 impl TenantPlan {
     /// The tenant's rows in every table of `catalog` except `skip` (our own tables).
     pub fn build(catalog: &Catalog, tenant_id: i32, skip: &[TableRef]) -> Self {
-        let mut tables = Vec::new();
-        let mut excluded = Vec::new();
-        for t in catalog.tables().filter(|t| !skip.contains(&t.table)) {
-            if t.has_tenant_id() {
-                tables.push(OwnedTable {
-                    table: t.table.clone(),
-                    predicate: format!("t.{} = {tenant_id}", quote_ident("tenant_id")),
-                    ownership: Ownership::Direct,
-                });
+        let candidates: Vec<&crate::catalog::Table> = catalog
+            .tables()
+            .filter(|t| !skip.contains(&t.table))
+            .collect();
+        let direct: BTreeSet<TableRef> = candidates
+            .iter()
+            .filter(|t| t.has_tenant_id())
+            .map(|t| t.table.clone())
+            .collect();
+        let links = derive_links(catalog, &candidates, &direct);
+
+        let mut plan = Self {
+            tenant_id,
+            tables: Vec::new(),
+            excluded: Vec::new(),
+            links,
+            load_order: Ok(LoadOrder::default()),
+        };
+        for t in &candidates {
+            let ownership = if direct.contains(&t.table) {
+                Ownership::Direct
+            } else if let Some(fks) = plan.links.get(&t.table) {
+                Ownership::ThroughForeignKeys(fks.iter().map(|fk| fk.name.clone()).collect())
             } else {
-                excluded.push((t.table.clone(), "no tenant_id column".to_owned()));
-            }
+                plan.excluded
+                    .push((t.table.clone(), PLATFORM_REASON.to_owned()));
+                continue;
+            };
+            plan.tables.push(OwnedTable {
+                table: t.table.clone(),
+                predicate: String::new(),
+                ownership,
+            });
         }
-        Self { tenant_id, tables, excluded }
+        for i in 0..plan.tables.len() {
+            let predicate = plan
+                .predicate_over(&plan.tables[i].table, "t")
+                .unwrap_or_default();
+            plan.tables[i].predicate = predicate;
+        }
+        plan.load_order = graph::load_order(&plan.table_refs(), &edges(catalog, &plan));
+        plan
     }
+
+    /// The owned table `table`, if the plan covers it.
+    pub fn table(&self, table: &TableRef) -> Option<&OwnedTable> {
+        self.tables.iter().find(|t| &t.table == table)
+    }
+
+    fn table_refs(&self) -> Vec<TableRef> {
+        self.tables.iter().map(|t| t.table.clone()).collect()
+    }
+
+    /// Parents-first load order with its cycle breakers.
+    ///
+    /// # Errors
+    /// A foreign-key cycle among the tenant's tables that neither nullable columns nor
+    /// deferrable constraints can break.
+    pub fn load_order(&self) -> Result<&LoadOrder, UnbreakableCycle> {
+        self.load_order.as_ref().map_err(Clone::clone)
+    }
+
+    /// The ownership predicate of `table` over the alias `alias` (`None` if not owned). Nested
+    /// `EXISTS` use aliases `rbk_o1`, `rbk_o2`, …, unique within the expression.
+    pub fn predicate_over(&self, table: &TableRef, alias: &str) -> Option<String> {
+        self.table(table)?;
+        Some(self.owned_sql(table, alias, &mut Aliases::default(), &mut Vec::new()))
+    }
+
+    /// Rows of `table` (over `alias`) that belong to the tenant.
+    fn owned_sql(
+        &self,
+        table: &TableRef,
+        alias: &str,
+        aliases: &mut Aliases,
+        path: &mut Vec<TableRef>,
+    ) -> String {
+        let Some(fks) = self.links.get(table) else {
+            return format!(
+                "{alias}.{} = {}",
+                quote_ident(TENANT_COLUMN),
+                self.tenant_id
+            );
+        };
+        path.push(table.clone());
+        let usable: Vec<&ForeignKey> = fks
+            .iter()
+            .filter(|fk| !path.contains(&fk.referenced))
+            .collect();
+        let mine: Vec<String> = usable
+            .iter()
+            .map(|fk| self.parent_exists(fk, alias, aliases, path, Side::Owned))
+            .collect();
+        let theirs: Vec<String> = usable
+            .iter()
+            .map(|fk| self.parent_exists(fk, alias, aliases, path, Side::Foreign))
+            .collect();
+        path.pop();
+        if mine.is_empty() {
+            return "false".to_owned();
+        }
+        format!(
+            "(({}) AND NOT ({}))",
+            mine.join(" OR "),
+            theirs.join(" OR ")
+        )
+    }
+
+    /// Rows of `table` (over `alias`) that belong to some other tenant: for tenant tables a
+    /// different non-NULL `tenant_id`, for the others a reference to such a row.
+    fn foreign_sql(
+        &self,
+        table: &TableRef,
+        alias: &str,
+        aliases: &mut Aliases,
+        path: &mut Vec<TableRef>,
+    ) -> String {
+        let Some(fks) = self.links.get(table) else {
+            return format!(
+                "{alias}.{} <> {}",
+                quote_ident(TENANT_COLUMN),
+                self.tenant_id
+            );
+        };
+        path.push(table.clone());
+        let usable: Vec<&ForeignKey> = fks
+            .iter()
+            .filter(|fk| !path.contains(&fk.referenced))
+            .collect();
+        let theirs: Vec<String> = usable
+            .iter()
+            .map(|fk| self.parent_exists(fk, alias, aliases, path, Side::Foreign))
+            .collect();
+        path.pop();
+        if theirs.is_empty() {
+            return "false".to_owned();
+        }
+        format!("({})", theirs.join(" OR "))
+    }
+
+    /// `EXISTS` a parent row through `fk` (child over `alias`) that is owned / foreign.
+    fn parent_exists(
+        &self,
+        fk: &ForeignKey,
+        alias: &str,
+        aliases: &mut Aliases,
+        path: &mut Vec<TableRef>,
+        side: Side,
+    ) -> String {
+        let parent = aliases.next();
+        let join: Vec<String> = fk
+            .columns
+            .iter()
+            .zip(&fk.referenced_columns)
+            .map(|(c, r)| format!("{parent}.{} = {alias}.{}", quote_ident(r), quote_ident(c)))
+            .collect();
+        let condition = match side {
+            Side::Owned => self.owned_sql(&fk.referenced, &parent, aliases, path),
+            Side::Foreign => self.foreign_sql(&fk.referenced, &parent, aliases, path),
+        };
+        format!(
+            "EXISTS (SELECT 1 FROM {} AS {parent} WHERE {} AND {condition})",
+            fk.referenced.quoted(),
+            join.join(" AND ")
+        )
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Side {
+    Owned,
+    Foreign,
+}
+
+/// Generates aliases that cannot collide inside one predicate.
+#[derive(Default)]
+struct Aliases(usize);
+
+impl Aliases {
+    fn next(&mut self) -> String {
+        self.0 += 1;
+        format!("rbk_o{}", self.0)
+    }
+}
+
+/// Tables without `tenant_id` that reach owned tables through foreign keys, with those keys.
+/// A fixpoint: a table joins once one of its parents is owned, so chains of join tables are
+/// found whatever their length, and cycles among them terminate.
+fn derive_links(
+    catalog: &Catalog,
+    candidates: &[&crate::catalog::Table],
+    direct: &BTreeSet<TableRef>,
+) -> BTreeMap<TableRef, Vec<ForeignKey>> {
+    let mut owned: BTreeSet<TableRef> = direct.clone();
+    loop {
+        let newly: Vec<TableRef> = candidates
+            .iter()
+            .filter(|t| !owned.contains(&t.table))
+            .filter(|t| {
+                catalog
+                    .fks_from(&t.table)
+                    .any(|fk| owned.contains(&fk.referenced))
+            })
+            .map(|t| t.table.clone())
+            .collect();
+        if newly.is_empty() {
+            break;
+        }
+        owned.extend(newly);
+    }
+    owned
+        .iter()
+        .filter(|t| !direct.contains(*t))
+        .map(|t| {
+            (
+                t.clone(),
+                catalog
+                    .fks_from(t)
+                    .filter(|fk| owned.contains(&fk.referenced))
+                    .cloned()
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// Foreign keys between tables of the plan, for the load order.
+fn edges(catalog: &Catalog, plan: &TenantPlan) -> Vec<graph::Edge> {
+    catalog
+        .foreign_keys
+        .iter()
+        .filter(|fk| plan.table(&fk.table).is_some() && plan.table(&fk.referenced).is_some())
+        .map(|fk| {
+            let child = catalog.table(&fk.table);
+            let nullable = child.is_some_and(|t| {
+                fk.columns
+                    .iter()
+                    .all(|c| t.column(c).is_some_and(|col| !col.not_null))
+            });
+            let has_pk = child.is_some_and(|t| !t.primary_key.is_empty());
+            graph::Edge {
+                child: fk.table.clone(),
+                parent: fk.referenced.clone(),
+                constraint: fk.name.clone(),
+                columns: fk.columns.clone(),
+                can_defer_columns: nullable && has_pk,
+                deferrable: fk.deferrable,
+            }
+        })
+        .collect()
+}
+
+/// Why a tenant id could not be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum TenantError {
+    #[error("tenants table: {0}")]
+    TenantsTable(#[from] CatalogError),
+    #[error("tenants table {0} has no \"id\" column")]
+    NoIdColumn(TableRef),
+    #[error("checking the tenant: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Whether `tenant_id` is a row of the tenants table (`TENANTS_TABLE`, default `infra_tenants`),
+/// resolved and validated against `catalog` so the name never reaches SQL unchecked.
+///
+/// # Errors
+/// An unknown or ambiguous tenants table, one without an `id` column, or a failing query.
+pub async fn tenant_exists<'c>(
+    conn: impl PgExecutor<'c>,
+    catalog: &Catalog,
+    tenants_table: &str,
+    tenant_id: i32,
+) -> Result<bool, TenantError> {
+    let table = catalog.resolve(tenants_table)?;
+    if catalog.table(&table).and_then(|t| t.column("id")).is_none() {
+        return Err(TenantError::NoIdColumn(table));
+    }
+    // language=PostgreSQL
+    let sql = format!(
+        "SELECT EXISTS (SELECT 1 FROM {} WHERE \"id\" = $1)",
+        table.quoted()
+    );
+    Ok(sqlx::query_scalar(&sql)
+        .bind(tenant_id)
+        .fetch_one(conn)
+        .await?)
 }

@@ -87,3 +87,26 @@ async fn the_catalog_sees_fixture_tables_keys_cycles_and_identity() {
     assert_eq!(catalog.resolve("core_users").unwrap(), users.table);
     assert!(catalog.resolve("core_userz").is_err());
 }
+
+/// There is no Docker engine on the build machines, so the compose file is checked for the
+/// structure the stack depends on rather than run.
+#[test]
+fn docker_compose_wires_postgres_inngest_and_the_worker() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.yml")).unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let services = &doc["services"];
+    assert!(services["postgres"]["image"].as_str().unwrap().starts_with("postgres:15"));
+    assert_eq!(services["inngest"]["image"].as_str(), Some("inngest/inngest"));
+    assert_eq!(services["inngest"]["command"].as_str(), Some("inngest dev -u http://worker:3000/api/inngest"));
+    let worker = &services["worker"];
+    assert_eq!(worker["build"].as_str(), Some("."));
+    let env = &worker["environment"];
+    assert_eq!(env["INNGEST_DEV"].as_str(), Some("1"));
+    assert_eq!(env["INNGEST_BASE_URL"].as_str(), Some("http://inngest:8288"));
+    assert!(env["DATABASE_URL"].as_str().unwrap().contains("@postgres:5432/"));
+    assert_eq!(env["INNGEST_SERVE_ORIGIN"].as_str(), Some("http://worker:3000"));
+    let volume = worker["volumes"][0].as_str().unwrap();
+    assert!(volume.ends_with(env["BACKUP_STORAGE_DIR"].as_str().unwrap()), "backups live on a volume");
+    let dockerfile = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
+    assert!(dockerfile.contains("postgresql-client-${PG_MAJOR}"), "the image carries pg_dump of the server's major version");
+}

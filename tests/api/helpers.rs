@@ -73,6 +73,13 @@ impl TestDb {
         db
     }
 
+    /// Connects to an existing database of the test server (e.g. a restore target).
+    pub async fn attach(name: &str) -> Self {
+        let conn = server().admin.with_database(name);
+        let pool = riveredge_backup::db::connect(&conn, 4).await.expect("connect to existing db");
+        Self { name: name.to_owned(), conn, pool }
+    }
+
     /// Runs a multi-statement SQL script.
     pub async fn execute_script(&self, sql: &str) {
         let mut conn = self.pool.acquire().await.unwrap();
@@ -87,15 +94,28 @@ impl TestDb {
 
     /// Settings pointing at this database, with storage in `storage_dir`.
     pub fn settings(&self, storage_dir: &std::path::Path) -> Settings {
+        self.settings_with(storage_dir, &[])
+    }
+
+    /// [`TestDb::settings`] with some variables overridden.
+    pub fn settings_with(&self, storage_dir: &std::path::Path, overrides: &[(&str, &str)]) -> Settings {
         let mut env = std::collections::BTreeMap::new();
         env.insert("DATABASE_URL".to_owned(), url_of(&self.conn));
-        env.insert("INNGEST_DEV".to_owned(), "1".to_owned());
+        // Cloud mode with a signing key: every step call in the tests is signed and verified.
+        env.insert("INNGEST_DEV".to_owned(), "0".to_owned());
+        env.insert("INNGEST_SIGNING_KEY".to_owned(), SIGNING_KEY.to_owned());
         env.insert("INNGEST_SYNC_ON_STARTUP".to_owned(), "false".to_owned());
         env.insert("BACKUP_STORAGE_DIR".to_owned(), storage_dir.display().to_string());
         env.insert("BIND_ADDRESS".to_owned(), "127.0.0.1:0".to_owned());
+        for (k, v) in overrides {
+            env.insert((*k).to_owned(), (*v).to_owned());
+        }
         Settings::from_sources(&env, None).expect("test settings")
     }
 }
+
+/// The signing key the test worker and the test executor share.
+pub const SIGNING_KEY: &str = "signkey-test-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 /// A superuser URL for a database on the test server (unix socket; no password).
 pub fn url_of(conn: &ConnInfo) -> String {
@@ -139,16 +159,120 @@ impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }
+
+    /// An executor that drives this worker like Inngest does, signing every request.
+    pub fn executor(&self) -> inngest::testing::TestExecutor {
+        inngest::testing::TestExecutor::new(self.url("/api/inngest"), Some(inngest::SigningKey::parse(SIGNING_KEY).unwrap()))
+    }
+
+    /// Runs one of the worker's functions (by slug) for an event, to the end.
+    pub async fn run(&self, slug: &str, name: &str, data: serde_json::Value) -> inngest::testing::RunRecord {
+        let event = inngest::Event::new(name, data).with_id(uuid::Uuid::new_v4().to_string());
+        self.run_event(slug, event).await
+    }
+
+    pub async fn run_event(&self, slug: &str, event: inngest::Event) -> inngest::testing::RunRecord {
+        let fn_id = format!("riveredge-backup-{slug}");
+        tokio::time::timeout(std::time::Duration::from_secs(300), self.executor().run(&fn_id, event, Some(4)))
+            .await
+            .expect("run finished within 5 minutes")
+    }
+
+    /// Files currently under the backup's prefix in storage.
+    pub fn artifact_files(&self, uuid: &str) -> Vec<std::path::PathBuf> {
+        let dir = self.storage_dir.path().join(uuid);
+        let mut out = Vec::new();
+        let mut stack = vec![dir];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.path().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    out.push(e.path());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+/// A backup row as the tests look at it (read with SQL, independent of the worker's queries).
+#[derive(Debug, sqlx::FromRow)]
+pub struct Row {
+    pub uuid: String,
+    pub tenant_id: Option<i32>,
+    pub status: String,
+    pub file_path: Option<String>,
+    pub file_size: Option<i64>,
+    pub checksum: Option<String>,
+    pub error_message: Option<String>,
+    pub inngest_run_id: Option<String>,
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub completed_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+pub async fn backup_row(pool: &PgPool, uuid: &str) -> Row {
+    sqlx::query_as(
+        "SELECT uuid, tenant_id, status, file_path, file_size, checksum, error_message, inngest_run_id, started_at, completed_at
+         FROM root_data_backups WHERE uuid = $1",
+    )
+    .bind(uuid)
+    .fetch_one(pool)
+    .await
+    .expect("backup row")
+}
+
+/// Inserts a pending row the way the RiverEdge app does before sending its event.
+pub async fn insert_pending(pool: &PgPool, tenant: Option<i32>, scope: &str, tables: Option<Vec<&str>>) -> String {
+    let uuid = uuid::Uuid::new_v4().to_string();
+    sqlx::query("INSERT INTO root_data_backups (uuid, tenant_id, name, backup_type, backup_scope, backup_tables, status) VALUES ($1, $2, 'from app', 'full', $3, $4, 'pending')")
+        .bind(&uuid)
+        .bind(tenant)
+        .bind(scope)
+        .bind(tables.map(|t| t.into_iter().map(str::to_owned).collect::<Vec<_>>()))
+        .execute(pool)
+        .await
+        .unwrap();
+    uuid
+}
+
+/// sha256 (hex) of a file.
+pub fn sha256_file(path: &std::path::Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// Every table's oracle checksum in `pool` (schema public), for before/after comparisons.
+pub async fn all_checksums(pool: &PgPool) -> std::collections::BTreeMap<String, (i64, String)> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' AND tablename NOT IN ('root_data_backups', 'root_data_restores', '_sqlx_migrations') ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for t in tables {
+        let quoted = format!("\"{t}\"");
+        out.insert(t, table_checksum(pool, &quoted, "true").await);
+    }
+    out
 }
 
 pub async fn spawn_app(db: &TestDb) -> TestApp {
+    spawn_app_with(db, &[]).await
+}
+
+/// A worker with some settings overridden (e.g. `PG_BIN_DIR`, `BACKUP_JOBS`).
+pub async fn spawn_app_with(db: &TestDb, overrides: &[(&str, &str)]) -> TestApp {
     let storage_dir = tempfile::tempdir().unwrap();
-    let settings = Arc::new(db.settings(storage_dir.path()));
+    let settings = Arc::new(db.settings_with(storage_dir.path(), overrides));
     let database = Database::open(&settings).await.expect("open database");
     let shutdown = CancellationToken::new();
     let state = AppState::new(settings.clone(), &database, shutdown.clone()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let router = startup::router(state.clone(), axum::Router::new());
+    let inngest_app = riveredge_backup::jobs::inngest_app(&state).expect("inngest app");
+    let router = startup::router(state.clone(), inngest_app.router());
     let app = App::build(listener, router, settings.http.shutdown_timeout, shutdown.clone());
     let address = format!("http://127.0.0.1:{}", app.port());
     let stop = shutdown.clone();

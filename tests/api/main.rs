@@ -3,4 +3,8 @@
 
 mod helpers;
 
+mod backup;
+mod e2e_backup;
 mod foundation;
+mod restore;
+mod tenant;

@@ -1,0 +1,155 @@
+//! Full verification of a stored backup: the manifest, every data file read to its end, and the
+//! schema dump read by `pg_restore` itself.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+
+use super::reader::{open_table, read_manifest};
+use super::{ArtifactError, Manifest, ObjectEntry};
+use crate::pg::{PgBinaries, PgCommand};
+use crate::storage::{ObjectKey, Storage};
+
+/// What a successful verification read.
+#[derive(Debug, Clone)]
+pub struct VerifyReport {
+    pub manifest: Manifest,
+    pub manifest_sha256: String,
+    pub files: usize,
+    pub bytes: u64,
+    pub rows: u64,
+}
+
+/// Re-reads backup `uuid` completely and checks it against its manifest (and the manifest
+/// against `expected_sha256`, the row's checksum, when given).
+///
+/// # Errors
+/// The first problem found, naming the object and what mismatched.
+#[tracing::instrument(skip_all, fields(backup = %uuid))]
+pub async fn verify(
+    storage: &dyn Storage,
+    bins: &PgBinaries,
+    uuid: &str,
+    expected_sha256: Option<&str>,
+    timeout: Duration,
+) -> Result<VerifyReport, ArtifactError> {
+    let (manifest, manifest_sha256) = read_manifest(storage, uuid, expected_sha256).await?;
+    let mut bytes = manifest.schema.size;
+    let mut rows = 0;
+    for table in &manifest.tables {
+        let mut reader = open_table(storage, table).await?;
+        tokio::io::copy(&mut reader, &mut tokio::io::sink())
+            .await
+            .map_err(|e| ArtifactError::from_io(&table.key, e))?;
+        bytes += table.size;
+        rows += table.rows;
+    }
+    check_object(storage, &manifest.schema).await?;
+    check_schema_archive(storage, bins, &manifest.schema, timeout).await?;
+    Ok(VerifyReport {
+        files: manifest.tables.len() + 2,
+        manifest,
+        manifest_sha256,
+        bytes,
+        rows,
+    })
+}
+
+/// Size and sha256 of a stored object against its entry.
+async fn check_object(storage: &dyn Storage, entry: &ObjectEntry) -> Result<(), ArtifactError> {
+    let key = ObjectKey::parse(&entry.key)?;
+    let io_err = |e| ArtifactError::from_io(&entry.key, e);
+    let mut reader = storage.open(&key).await.map_err(io_err)?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = reader.read(&mut buf).await.map_err(io_err)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    let actual = hex::encode(hasher.finalize());
+    if size != entry.size {
+        Err(ArtifactError::SizeMismatch {
+            key: entry.key.clone(),
+            expected: entry.size,
+            actual: size,
+        })
+    } else if actual != entry.sha256 {
+        Err(ArtifactError::Sha256Mismatch {
+            key: entry.key.clone(),
+            expected: entry.sha256.clone(),
+            actual,
+            source_of_truth: "manifest",
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// `pg_restore -f /dev/null` reads the whole archive (`-l` would only read the table of
+/// contents and passes on a truncated file).
+async fn check_schema_archive(
+    storage: &dyn Storage,
+    bins: &PgBinaries,
+    entry: &ObjectEntry,
+    timeout: Duration,
+) -> Result<(), ArtifactError> {
+    let file = SchemaFile::materialize(storage, entry).await?;
+    PgCommand::new(bins.program("pg_restore"), timeout)
+        .arg("--file=/dev/null")
+        .arg(file.path())
+        .output()
+        .await
+        .map(|_| ())
+        .map_err(|e| ArtifactError::SchemaUnreadable {
+            key: entry.key.clone(),
+            detail: e.to_string(),
+        })
+}
+
+/// The schema dump as a local file, which `pg_restore` needs (it seeks): the stored object
+/// itself for local storage, else a private temporary copy removed on drop.
+pub struct SchemaFile {
+    path: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl SchemaFile {
+    /// # Errors
+    /// The object is missing or cannot be copied.
+    pub async fn materialize(
+        storage: &dyn Storage,
+        entry: &ObjectEntry,
+    ) -> Result<Self, ArtifactError> {
+        let key = ObjectKey::parse(&entry.key)?;
+        if let Some(path) = storage.local_path(&key) {
+            return Ok(Self { path, _temp: None });
+        }
+        let io_err = |e| ArtifactError::from_io(&entry.key, e);
+        let dir = tempfile::Builder::new()
+            .prefix("rbk-schema-")
+            .tempdir()
+            .map_err(io_err)?;
+        let path = dir.path().join("schema.dump");
+        let mut file = tokio::fs::File::create(&path).await.map_err(io_err)?;
+        let mut reader = storage.open(&key).await.map_err(io_err)?;
+        tokio::io::copy(&mut reader, &mut file)
+            .await
+            .map_err(io_err)?;
+        file.sync_all().await.map_err(io_err)?;
+        Ok(Self {
+            path,
+            _temp: Some(dir),
+        })
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}

@@ -1,0 +1,386 @@
+//! The dump pipeline: snapshot → schema (`pg_dump`) → table data (parallel COPY workers) →
+//! sequences → manifest. Everything runs inside one exported snapshot.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use chrono::Utc;
+use sqlx::PgConnection;
+use tokio::task::JoinSet;
+
+use super::selection::SelectedTable;
+use super::{BackupError, BackupOutcome, ValidatedSpec};
+use crate::artifact::{
+    self, copy_select, CompressionEntry, Manifest, Progress, SequenceEntry, SequenceOwner,
+    TableEntry, WriteError, FORMAT, MANIFEST_FILE, SCHEMA_FILE,
+};
+use crate::backup::BackupScope;
+use crate::catalog::{Catalog, TableRef};
+use crate::pg::{quote_ident, PgCommand};
+use crate::snapshot::Snapshot;
+use crate::startup::AppState;
+use crate::storage::{ObjectKey, Storage};
+
+/// One table waiting for a COPY worker.
+struct Job {
+    table: SelectedTable,
+    key: ObjectKey,
+}
+
+/// Runs the whole pipeline and publishes the manifest.
+pub(super) async fn dump(
+    state: &AppState,
+    validated: &ValidatedSpec,
+    progress: Arc<Progress>,
+) -> Result<BackupOutcome, BackupError> {
+    let uuid = &validated.spec.uuid;
+    let tables = validated.selection.table_refs();
+    let mut snapshot = Snapshot::export(&state.conn, &tables)
+        .await
+        .map_err(BackupError::db("exporting the snapshot"))?;
+    ensure_unchanged(state, &validated.catalog, &tables).await?;
+    let server = server_info(snapshot.connection()).await?;
+    let pg_dump_version = pg_dump_version(state).await?;
+
+    let schema = dump_schema(state, validated, &snapshot.info.snapshot_id).await?;
+    let mut entries = dump_tables(state, validated, &snapshot, progress).await?;
+    entries.sort_by(|a, b| a.key.cmp(&b.key));
+    let whole_database = validated.spec.scope == BackupScope::All;
+    let sequences = read_sequences(
+        snapshot.connection(),
+        &validated.catalog,
+        &tables,
+        whole_database,
+    )
+    .await?;
+    let snapshot_info = snapshot.info.clone();
+    snapshot
+        .release()
+        .await
+        .map_err(BackupError::db("releasing the snapshot"))?;
+
+    let manifest = Manifest {
+        format: FORMAT.to_owned(),
+        backup_uuid: uuid.clone(),
+        backup_type: validated.spec.backup_type.as_str().to_owned(),
+        scope: validated.spec.scope.as_str().to_owned(),
+        tenant_id: validated.spec.tenant_id,
+        created_at: Utc::now(),
+        database: server.database,
+        server_version: server.version,
+        server_version_num: server.version_num,
+        tool_version: format!("riveredge-backup {}", env!("CARGO_PKG_VERSION")),
+        pg_dump_version,
+        snapshot: snapshot_info,
+        compression: CompressionEntry {
+            codec: "zstd".to_owned(),
+            level: state.settings.backup.compression_level,
+        },
+        schema,
+        tables: entries,
+        sequences,
+        excluded_tables: validated.selection.excluded.clone(),
+    };
+    let key = artifact::prefix(uuid)
+        .and_then(|p| p.join(MANIFEST_FILE))
+        .map_err(|e| BackupError::Invalid(e.to_string()))?;
+    let (manifest_sha256, manifest_size) =
+        artifact::write_manifest(state.storage.as_ref(), &key, &manifest)
+            .await
+            .map_err(BackupError::storage)?;
+    let total_size =
+        manifest_size + manifest.schema.size + manifest.tables.iter().map(|t| t.size).sum::<u64>();
+    let rows = manifest.tables.iter().map(|t| t.rows).sum();
+    Ok(BackupOutcome {
+        manifest,
+        manifest_sha256,
+        total_size,
+        file_path: format!("{uuid}/"),
+        rows,
+    })
+}
+
+/// The columns chosen at validation must still be the columns now that the tables are locked
+/// (a DDL committed in between would otherwise give files that do not match the schema dump).
+async fn ensure_unchanged(
+    state: &AppState,
+    before: &Catalog,
+    tables: &[TableRef],
+) -> Result<(), BackupError> {
+    let now = Catalog::load(&state.pool)
+        .await
+        .map_err(BackupError::db("re-reading the catalog"))?;
+    for t in tables {
+        let same = match (before.table(t), now.table(t)) {
+            (Some(a), Some(b)) => a.columns == b.columns,
+            _ => false,
+        };
+        if !same {
+            return Err(BackupError::SchemaChanged(format!(
+                "{t} was altered or dropped"
+            )));
+        }
+    }
+    Ok(())
+}
+
+struct ServerInfo {
+    database: String,
+    version: String,
+    version_num: i32,
+}
+
+async fn server_info(conn: &mut PgConnection) -> Result<ServerInfo, BackupError> {
+    let (database, version, num): (String, String, String) =
+        sqlx::query_as("SELECT current_database()::text, current_setting('server_version'), current_setting('server_version_num')")
+            .fetch_one(conn)
+            .await
+            .map_err(BackupError::db("reading the server version"))?;
+    let version_num = num
+        .parse()
+        .map_err(|_| BackupError::Internal(format!("server_version_num {num:?}")))?;
+    // `15.18 (Debian 15.18-1.pgdg120+1)`: keep the number only.
+    let version = version
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    Ok(ServerInfo {
+        database,
+        version,
+        version_num,
+    })
+}
+
+async fn pg_dump_version(state: &AppState) -> Result<String, BackupError> {
+    let out = PgCommand::new(
+        state.bins.program("pg_dump"),
+        std::time::Duration::from_secs(30),
+    )
+    .arg("--version")
+    .output()
+    .await?;
+    Ok(String::from_utf8_lossy(&out).trim().to_owned())
+}
+
+/// `pg_dump -t` takes a pattern; a double-quoted part matches literally (`""` is a quote).
+fn literal_pattern(t: &TableRef) -> String {
+    format!("{}.{}", quote_ident(&t.schema), quote_ident(&t.name))
+}
+
+fn pg_dump_args(validated: &ValidatedSpec, snapshot_id: &str) -> Vec<String> {
+    let mut args = vec![
+        "--format=custom".to_owned(),
+        "--schema-only".to_owned(),
+        "--no-sync".to_owned(),
+        format!("--snapshot={snapshot_id}"),
+    ];
+    if validated.spec.scope == BackupScope::All {
+        let own = super::selection::own_tables(&validated.catalog);
+        args.extend(
+            own.iter()
+                .map(|t| format!("--exclude-table={}", literal_pattern(t))),
+        );
+    } else {
+        args.extend(
+            validated
+                .selection
+                .tables
+                .iter()
+                .map(|t| format!("--table={}", literal_pattern(&t.table.table))),
+        );
+    }
+    args
+}
+
+/// Streams `pg_dump`'s archive into `<uuid>/schema.dump`. The password reaches `pg_dump`
+/// through a private password file only.
+#[tracing::instrument(skip_all)]
+async fn dump_schema(
+    state: &AppState,
+    validated: &ValidatedSpec,
+    snapshot_id: &str,
+) -> Result<artifact::ObjectEntry, BackupError> {
+    let key = artifact::prefix(&validated.spec.uuid)
+        .and_then(|p| p.join(SCHEMA_FILE))
+        .map_err(|e| BackupError::Invalid(e.to_string()))?;
+    let passfile = state.conn.passfile().map_err(BackupError::storage)?;
+    let mut running = PgCommand::new(
+        state.bins.program("pg_dump"),
+        state.settings.backup.step_timeout,
+    )
+    .args(pg_dump_args(validated, snapshot_id))
+    .envs(state.conn.child_env(passfile.as_ref()))
+    .piped_stdout()
+    .spawn()?;
+    let stdout = running.take_stdout();
+    match artifact::write_schema(state.storage.as_ref(), &key, stdout).await {
+        Ok(written) => {
+            // The exit status decides: a killed pg_dump also ends its stdout cleanly.
+            running.wait().await?;
+            Ok(written.entry)
+        }
+        Err(e) => {
+            running.kill().await;
+            Err(BackupError::storage(e))
+        }
+    }
+}
+
+/// Copies every selected table with `BACKUP_JOBS` workers on the snapshot, biggest tables
+/// first so the longest copy starts early.
+#[tracing::instrument(skip_all)]
+async fn dump_tables(
+    state: &AppState,
+    validated: &ValidatedSpec,
+    snapshot: &Snapshot,
+    progress: Arc<Progress>,
+) -> Result<Vec<TableEntry>, BackupError> {
+    let sizes = table_sizes(state).await?;
+    let mut jobs = Vec::new();
+    for (index, table) in validated.selection.tables.iter().enumerate() {
+        let key = artifact::data_key(&validated.spec.uuid, index + 1)
+            .map_err(|e| BackupError::Invalid(e.to_string()))?;
+        jobs.push(Job {
+            table: table.clone(),
+            key,
+        });
+    }
+    jobs.sort_by_key(|j| std::cmp::Reverse(sizes.get(&j.table.table.table).copied().unwrap_or(0)));
+    let workers = (state.settings.backup.jobs as usize).min(jobs.len());
+    let queue = Arc::new(Mutex::new(VecDeque::from(jobs)));
+    let mut set = JoinSet::new();
+    for _ in 0..workers {
+        let conn = snapshot
+            .worker(&state.conn)
+            .await
+            .map_err(BackupError::db("opening a COPY connection"))?;
+        let (queue, storage, progress) = (queue.clone(), state.storage.clone(), progress.clone());
+        set.spawn(copy_worker(
+            conn,
+            queue,
+            storage,
+            state.settings.backup.compression_level,
+            progress,
+        ));
+    }
+    let mut entries = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        // Returning early drops the set, which aborts the other workers.
+        let done =
+            joined.map_err(|e| BackupError::Internal(format!("COPY worker failed: {e}")))??;
+        entries.extend(done);
+    }
+    Ok(entries)
+}
+
+async fn table_sizes(state: &AppState) -> Result<BTreeMap<TableRef, i64>, BackupError> {
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT n.nspname::text, c.relname::text, pg_total_relation_size(c.oid)
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p')",
+    )
+    .fetch_all(&state.pool)
+    .await
+    .map_err(BackupError::db("reading table sizes"))?;
+    Ok(rows
+        .into_iter()
+        .map(|(s, n, size)| (TableRef::new(&s, &n), size))
+        .collect())
+}
+
+async fn copy_worker(
+    mut conn: PgConnection,
+    queue: Arc<Mutex<VecDeque<Job>>>,
+    storage: Arc<dyn Storage>,
+    level: i32,
+    progress: Arc<Progress>,
+) -> Result<Vec<TableEntry>, BackupError> {
+    let mut done = Vec::new();
+    loop {
+        let next = queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front();
+        let Some(job) = next else { break };
+        done.push(copy_table(&mut conn, job, storage.as_ref(), level, progress.clone()).await?);
+    }
+    Ok(done)
+}
+
+#[tracing::instrument(skip_all, fields(table = %job.table.table.table))]
+async fn copy_table(
+    conn: &mut PgConnection,
+    job: Job,
+    storage: &dyn Storage,
+    level: i32,
+    progress: Arc<Progress>,
+) -> Result<TableEntry, BackupError> {
+    let table = &job.table.table;
+    let columns: Vec<_> = table.copy_columns().cloned().collect();
+    let select = copy_select(&table.table, &columns, job.table.predicate.as_deref());
+    let stream = conn
+        .copy_out_raw(&format!("COPY ({select}) TO STDOUT"))
+        .await
+        .map_err(BackupError::db("starting a table COPY"))?;
+    let written = artifact::write_table(storage, &job.key, level, stream, Some(progress))
+        .await
+        .map_err(|e| match e {
+            WriteError::Database(e) => BackupError::Database {
+                context: "copying a table",
+                source: e,
+            },
+            WriteError::Storage(e) => BackupError::storage(e),
+        })?;
+    Ok(TableEntry {
+        schema: table.table.schema.clone(),
+        name: table.table.name.clone(),
+        key: written.object.key,
+        sha256: written.object.sha256,
+        size: written.object.size,
+        raw_size: written.raw_size,
+        rows: written.digest.rows,
+        content_hash: written.digest.content_hash(),
+        columns,
+        primary_key: table.primary_key.clone(),
+        predicate: job.table.predicate,
+    })
+}
+
+/// The sequences feeding the backed-up tables (plus free-standing ones for a whole-database
+/// backup), read after the data so they are never behind the copied ids.
+async fn read_sequences(
+    conn: &mut PgConnection,
+    catalog: &Catalog,
+    tables: &[TableRef],
+    whole_database: bool,
+) -> Result<Vec<SequenceEntry>, BackupError> {
+    let mut out = Vec::new();
+    for seq in &catalog.sequences {
+        let wanted = match &seq.owned_by {
+            Some((table, _)) => tables.contains(table),
+            None => whole_database,
+        };
+        if !wanted {
+            continue;
+        }
+        let (last_value, is_called): (i64, bool) = sqlx::query_as(&format!(
+            "SELECT last_value, is_called FROM {}",
+            seq.sequence.quoted()
+        ))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(BackupError::db("reading a sequence"))?;
+        out.push(SequenceEntry {
+            schema: seq.sequence.schema.clone(),
+            name: seq.sequence.name.clone(),
+            last_value,
+            is_called,
+            owned_by: seq.owned_by.as_ref().map(|(t, c)| SequenceOwner {
+                schema: t.schema.clone(),
+                table: t.name.clone(),
+                column: c.clone(),
+            }),
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,149 @@
+//! Which tables (and which of their rows) each scope covers.
+
+use crate::artifact::ExcludedTable;
+use crate::catalog::{Catalog, Table, TableRef};
+use crate::db::OWN_TABLES;
+use crate::tenant::TenantPlan;
+
+use super::{BackupError, BackupScope, BackupSpec};
+
+/// One table to copy.
+#[derive(Debug, Clone)]
+pub struct SelectedTable {
+    pub table: Table,
+    /// Row filter over alias `t` (tenant rows only); `None` copies the whole table.
+    pub predicate: Option<String>,
+}
+
+/// The tables of a backup, in catalog order, and those deliberately left out.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    pub tables: Vec<SelectedTable>,
+    pub excluded: Vec<ExcludedTable>,
+}
+
+impl Selection {
+    pub fn table_refs(&self) -> Vec<TableRef> {
+        self.tables.iter().map(|t| t.table.table.clone()).collect()
+    }
+}
+
+const OWN_TABLE_REASON: &str = "riveredge-backup bookkeeping table (never backed up or restored)";
+
+/// Our own tables, wherever they are.
+pub fn own_tables(catalog: &Catalog) -> Vec<TableRef> {
+    catalog
+        .tables()
+        .map(|t| t.table.clone())
+        .filter(|t| OWN_TABLES.contains(&t.name.as_str()))
+        .collect()
+}
+
+fn excluded(table: &TableRef, reason: &str) -> ExcludedTable {
+    ExcludedTable {
+        schema: table.schema.clone(),
+        name: table.name.clone(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// Applies the scope rules of docs/design.md to `catalog`.
+///
+/// # Errors
+/// Unknown or own tables requested; a requested table without rows of the tenant.
+pub fn select(catalog: &Catalog, spec: &BackupSpec) -> Result<Selection, BackupError> {
+    let own = own_tables(catalog);
+    let own_excluded: Vec<ExcludedTable> =
+        own.iter().map(|t| excluded(t, OWN_TABLE_REASON)).collect();
+    match (spec.scope, spec.tenant_id) {
+        (BackupScope::All, _) => Ok(Selection {
+            tables: catalog
+                .tables()
+                .filter(|t| !own.contains(&t.table))
+                .map(|t| SelectedTable {
+                    table: t.clone(),
+                    predicate: None,
+                })
+                .collect(),
+            excluded: own_excluded,
+        }),
+        (BackupScope::Table, tenant) => {
+            let requested = catalog
+                .resolve_all(&spec.tables)
+                .map_err(BackupError::UnknownTables)?;
+            if let Some(t) = requested.iter().find(|t| own.contains(t)) {
+                return Err(BackupError::Invalid(format!("{t} is a {OWN_TABLE_REASON}")));
+            }
+            let tables = match tenant {
+                None => requested
+                    .iter()
+                    .filter_map(|t| catalog.table(t))
+                    .map(|t| SelectedTable {
+                        table: t.clone(),
+                        predicate: None,
+                    })
+                    .collect(),
+                Some(tenant) => tenant_rows_of(catalog, tenant, &own, &requested)?,
+            };
+            Ok(Selection {
+                tables,
+                excluded: Vec::new(),
+            })
+        }
+        (BackupScope::Tenant, Some(tenant)) => {
+            let plan = TenantPlan::build(catalog, tenant, &own);
+            let tables = plan
+                .tables
+                .iter()
+                .filter_map(|o| {
+                    Some(SelectedTable {
+                        table: catalog.table(&o.table)?.clone(),
+                        predicate: Some(o.predicate.clone()),
+                    })
+                })
+                .collect();
+            let mut excluded_tables: Vec<ExcludedTable> = plan
+                .excluded
+                .iter()
+                .map(|(t, reason)| excluded(t, reason))
+                .collect();
+            excluded_tables.extend(own_excluded);
+            Ok(Selection {
+                tables,
+                excluded: excluded_tables,
+            })
+        }
+        (BackupScope::Tenant, None) => Err(BackupError::Invalid(
+            "scope tenant needs a tenant id".into(),
+        )),
+    }
+}
+
+/// The tenant's rows of each requested table, through the tenant plan's predicates.
+fn tenant_rows_of(
+    catalog: &Catalog,
+    tenant: i32,
+    own: &[TableRef],
+    requested: &[TableRef],
+) -> Result<Vec<SelectedTable>, BackupError> {
+    let plan = TenantPlan::build(catalog, tenant, own);
+    requested
+        .iter()
+        .map(|t| match plan.tables.iter().find(|o| &o.table == t) {
+            Some(owned) => Ok(SelectedTable {
+                table: catalog.table(t).cloned().ok_or_else(|| {
+                    BackupError::Invalid(format!("{t} vanished from the catalog"))
+                })?,
+                predicate: Some(owned.predicate.clone()),
+            }),
+            None => Err(BackupError::NoTenantRows {
+                tenant,
+                table: t.to_string(),
+                reason: plan.excluded.iter().find(|(e, _)| e == t).map_or_else(
+                    || "not part of the tenant's data".to_owned(),
+                    |(_, r)| r.clone(),
+                ),
+            }),
+        })
+        .collect()
+}

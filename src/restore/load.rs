@@ -1,0 +1,437 @@
+//! Loading rows: the fresh-database pipeline and the in-place table replacement.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use sqlx::{Connection, PgConnection};
+use tokio::io::AsyncReadExt;
+use tokio::task::JoinSet;
+
+use super::{compat, connect, verify_tables, RestoreError, TableCheck};
+use crate::artifact::{self, ArtifactError, Manifest, SchemaFile, SequenceEntry, TableEntry};
+use crate::catalog::{Catalog, TableRef};
+use crate::pg::{quote_ident, ConnInfo, PgCommand, ProcessError};
+use crate::snapshot::LOCK_TIMEOUT;
+use crate::startup::AppState;
+use crate::storage::Storage;
+
+/// `maintenance_work_mem` for the index builds of a fresh restore: the default 64 MB makes big
+/// index builds spill to disk; this is per parallel job.
+const INDEX_BUILD_MEMORY: &str = "256MB";
+const COPY_CHUNK: usize = 256 * 1024;
+
+/// Schema (pre-data), rows in parallel, sequences, then indexes and constraints (post-data),
+/// then a full comparison with the manifest.
+#[tracing::instrument(skip_all)]
+pub(super) async fn fresh(
+    state: &AppState,
+    manifest: &Manifest,
+    target: &ConnInfo,
+    entries: &[&TableEntry],
+) -> Result<Vec<TableCheck>, RestoreError> {
+    let pool = crate::db::connect(target, 2)
+        .await
+        .map_err(RestoreError::db("connecting to the target"))?;
+    let existing = Catalog::load(&pool)
+        .await
+        .map_err(RestoreError::db("reading the target catalog"))?
+        .tables()
+        .count();
+    pool.close().await;
+    if existing > 0 {
+        return Err(RestoreError::NotEmpty {
+            database: target.database.clone(),
+            tables: existing,
+        });
+    }
+    let schema = SchemaFile::materialize(state.storage.as_ref(), &manifest.schema).await?;
+    pg_restore(state, target, &schema, "pre-data", 1, None).await?;
+    load_parallel(state, target, entries).await?;
+    let mut conn = connect(target).await?;
+    for seq in &manifest.sequences {
+        set_sequence(&mut conn, seq, false).await?;
+    }
+    if manifest.scope == "all" {
+        pg_restore(
+            state,
+            target,
+            &schema,
+            "post-data",
+            state.settings.backup.jobs,
+            None,
+        )
+        .await?;
+    } else {
+        post_data_of_a_subset(state, target, &schema).await?;
+    }
+    verify_tables(&mut conn, entries).await
+}
+
+/// A table backup's schema has the foreign keys of its tables, some of which reference tables
+/// the backup does not hold. Indexes and other constraints go in parallel as usual; each
+/// foreign key is then added on its own, and one whose referenced table is absent is skipped
+/// (and logged) instead of failing the restore.
+async fn post_data_of_a_subset(
+    state: &AppState,
+    target: &ConnInfo,
+    schema: &SchemaFile,
+) -> Result<(), RestoreError> {
+    let toc = PgCommand::new(
+        state.bins.program("pg_restore"),
+        state.settings.backup.step_timeout,
+    )
+    .arg("--list")
+    .arg(schema.path())
+    .output()
+    .await?;
+    let toc = String::from_utf8_lossy(&toc);
+    let (fks, rest): (Vec<&str>, Vec<&str>) = toc
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .partition(|l| l.contains(" FK CONSTRAINT "));
+    let lists = tempfile::Builder::new().prefix("rbk-toc-").tempdir()?;
+    let rest_list = lists.path().join("rest.list");
+    std::fs::write(&rest_list, rest.join("\n"))?;
+    pg_restore(
+        state,
+        target,
+        schema,
+        "post-data",
+        state.settings.backup.jobs,
+        Some(&rest_list),
+    )
+    .await?;
+    for (i, fk) in fks.iter().enumerate() {
+        let list = lists.path().join(format!("fk{i}.list"));
+        std::fs::write(&list, fk)?;
+        match pg_restore(state, target, schema, "post-data", 1, Some(&list)).await {
+            Err(RestoreError::Process(ProcessError::Status { stderr, .. }))
+                if stderr.contains("does not exist") =>
+            {
+                tracing::warn!(constraint = %fk, "foreign key skipped: the table it references is not in this backup");
+            }
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+/// One section of the schema archive into `target`, failing on the first error.
+async fn pg_restore(
+    state: &AppState,
+    target: &ConnInfo,
+    schema: &SchemaFile,
+    section: &str,
+    jobs: u32,
+    list: Option<&std::path::Path>,
+) -> Result<(), RestoreError> {
+    let passfile = target.passfile()?;
+    let mut command = PgCommand::new(
+        state.bins.program("pg_restore"),
+        state.settings.backup.step_timeout,
+    );
+    if let Some(list) = list {
+        command = command.arg("--use-list").arg(list);
+    }
+    command
+        .arg(format!("--section={section}"))
+        .arg(format!("--jobs={jobs}"))
+        .args(["--no-owner", "--exit-on-error"])
+        .arg(format!("--dbname={}", target.database))
+        .arg(schema.path())
+        .envs(target.child_env(passfile.as_ref()))
+        .envs([(
+            "PGOPTIONS".into(),
+            format!("-c maintenance_work_mem={INDEX_BUILD_MEMORY}").into(),
+        )])
+        .output()
+        .await?;
+    Ok(())
+}
+
+/// Loads each table in its own transaction (`TRUNCATE` + `COPY … FREEZE`: no later vacuum
+/// needs to rewrite the pages) with `BACKUP_JOBS` connections.
+async fn load_parallel(
+    state: &AppState,
+    target: &ConnInfo,
+    entries: &[&TableEntry],
+) -> Result<(), RestoreError> {
+    let mut queue: Vec<TableEntry> = entries.iter().map(|e| (*e).clone()).collect();
+    queue.sort_by_key(|e| std::cmp::Reverse(e.size));
+    let workers = (state.settings.backup.jobs as usize).min(queue.len());
+    let queue = Arc::new(Mutex::new(VecDeque::from(queue)));
+    let mut set = JoinSet::new();
+    for _ in 0..workers {
+        let conn = connect(target).await?;
+        set.spawn(load_worker(conn, queue.clone(), state.storage.clone()));
+    }
+    while let Some(joined) = set.join_next().await {
+        joined.map_err(|e| {
+            RestoreError::Io(std::io::Error::other(format!("load worker failed: {e}")))
+        })??;
+    }
+    Ok(())
+}
+
+async fn load_worker(
+    mut conn: PgConnection,
+    queue: Arc<Mutex<VecDeque<TableEntry>>>,
+    storage: Arc<dyn Storage>,
+) -> Result<(), RestoreError> {
+    loop {
+        let next = queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front();
+        let Some(entry) = next else { return Ok(()) };
+        let freeze = is_plain_table(&mut conn, &entry.table_ref()).await?;
+        let mut tx = conn
+            .begin()
+            .await
+            .map_err(RestoreError::db("starting a table load"))?;
+        sqlx::query(&format!("TRUNCATE {}", entry.table_ref().quoted()))
+            .execute(&mut *tx)
+            .await
+            .map_err(RestoreError::db("truncating a table"))?;
+        copy_into(&mut tx, storage.as_ref(), &entry, freeze).await?;
+        tx.commit()
+            .await
+            .map_err(RestoreError::db("committing a table"))?;
+    }
+}
+
+/// `COPY … FREEZE` is refused for partitioned tables.
+async fn is_plain_table(conn: &mut PgConnection, table: &TableRef) -> Result<bool, RestoreError> {
+    let kind: String =
+        sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE oid = $1::regclass")
+            .bind(table.quoted())
+            .fetch_one(conn)
+            .await
+            .map_err(RestoreError::db("looking up a restored table"))?;
+    Ok(kind == "r")
+}
+
+/// Streams one data file into its table through the verifying reader: a damaged file makes the
+/// COPY fail (and its transaction roll back) instead of loading a prefix of the rows.
+#[tracing::instrument(skip_all, fields(table = %entry.table_ref()))]
+async fn copy_into(
+    conn: &mut PgConnection,
+    storage: &dyn Storage,
+    entry: &TableEntry,
+    freeze: bool,
+) -> Result<(), RestoreError> {
+    let columns = entry
+        .columns
+        .iter()
+        .map(|c| quote_ident(&c.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let options = if freeze { " WITH (FREEZE)" } else { "" };
+    let statement = format!(
+        "COPY {} ({columns}) FROM STDIN{options}",
+        entry.table_ref().quoted()
+    );
+    let mut reader = artifact::open_table(storage, entry).await?;
+    let mut copy = conn
+        .copy_in_raw(&statement)
+        .await
+        .map_err(RestoreError::db("starting COPY FROM"))?;
+    let mut buf = vec![0u8; COPY_CHUNK];
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => {
+                copy.send(&buf[..n])
+                    .await
+                    .map_err(RestoreError::db("sending COPY data"))?;
+            }
+            Err(e) => {
+                let problem = ArtifactError::from_io(&entry.key, e);
+                // The server answers the abort with an error by design; the artifact error is
+                // what the operator needs to see.
+                let _ = copy.abort(problem.to_string()).await;
+                return Err(problem.into());
+            }
+        }
+    }
+    copy.finish()
+        .await
+        .map_err(RestoreError::db("finishing COPY FROM"))?;
+    Ok(())
+}
+
+/// Sets a sequence from the manifest; with `never_backwards`, only when that moves it forward
+/// (a live database may have handed out later values since the backup).
+async fn set_sequence(
+    conn: &mut PgConnection,
+    seq: &SequenceEntry,
+    never_backwards: bool,
+) -> Result<(), RestoreError> {
+    let name = seq.sequence_ref().quoted();
+    if never_backwards {
+        let (current, called): (i64, bool) =
+            sqlx::query_as(&format!("SELECT last_value, is_called FROM {name}"))
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(RestoreError::db("reading a sequence"))?;
+        let ahead =
+            current > seq.last_value || (current == seq.last_value && (called || !seq.is_called));
+        if ahead {
+            return Ok(());
+        }
+    }
+    sqlx::query("SELECT setval($1::regclass, $2, $3)")
+        .bind(&name)
+        .bind(seq.last_value)
+        .bind(seq.is_called)
+        .execute(conn)
+        .await
+        .map_err(RestoreError::db("setting a sequence"))?;
+    Ok(())
+}
+
+/// A foreign key between two restored tables, dropped during the load and re-created after it
+/// (rows of FK cycles cannot be loaded in any order with the constraint in place; re-adding it
+/// also re-validates every restored row).
+struct InnerForeignKey {
+    table: String,
+    name: String,
+    definition: String,
+}
+
+/// Replaces the rows of `entries` in a live database, in one transaction: everything or
+/// nothing, checked against the manifest before it commits.
+#[tracing::instrument(skip_all)]
+pub(super) async fn replace_tables(
+    state: &AppState,
+    manifest: &Manifest,
+    target: &ConnInfo,
+    entries: &[&TableEntry],
+) -> Result<Vec<TableCheck>, RestoreError> {
+    check_target(manifest, target, entries).await?;
+    let tables: Vec<TableRef> = entries.iter().map(|e| e.table_ref()).collect();
+    let quoted: Vec<String> = tables.iter().map(TableRef::quoted).collect();
+    let mut conn = connect(target).await?;
+    exec(&mut conn, "BEGIN", "starting the restore transaction").await?;
+    let lock_timeout = format!("SET LOCAL lock_timeout = '{}ms'", LOCK_TIMEOUT.as_millis());
+    exec(&mut conn, &lock_timeout, "setting the lock timeout").await?;
+    let lock = format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", quoted.join(", "));
+    exec(&mut conn, &lock, "locking the tables").await?;
+    let inner = inner_foreign_keys(&mut conn, &quoted).await?;
+    for fk in &inner {
+        exec(
+            &mut conn,
+            &format!(
+                "ALTER TABLE {} DROP CONSTRAINT {}",
+                fk.table,
+                quote_ident(&fk.name)
+            ),
+            "dropping a foreign key",
+        )
+        .await?;
+    }
+    exec(
+        &mut conn,
+        &format!("TRUNCATE {}", quoted.join(", ")),
+        "truncating the tables",
+    )
+    .await?;
+    for entry in entries {
+        copy_into(&mut conn, state.storage.as_ref(), entry, false).await?;
+    }
+    for fk in &inner {
+        exec(
+            &mut conn,
+            &format!(
+                "ALTER TABLE {} ADD CONSTRAINT {} {}",
+                fk.table,
+                quote_ident(&fk.name),
+                fk.definition
+            ),
+            "re-creating a foreign key",
+        )
+        .await?;
+    }
+    for seq in manifest.sequences.iter().filter(|s| {
+        s.owned_by
+            .as_ref()
+            .is_some_and(|o| tables.contains(&TableRef::new(&o.schema, &o.table)))
+    }) {
+        set_sequence(&mut conn, seq, true).await?;
+    }
+    let checks = verify_tables(&mut conn, entries).await?;
+    exec(&mut conn, "COMMIT", "committing the restore").await?;
+    Ok(checks)
+}
+
+/// Compatibility, and no table outside the set may reference one inside it (its rows would
+/// point at replaced rows; `TRUNCATE` would refuse anyway, less clearly).
+async fn check_target(
+    manifest: &Manifest,
+    target: &ConnInfo,
+    entries: &[&TableEntry],
+) -> Result<(), RestoreError> {
+    let pool = crate::db::connect(target, 2)
+        .await
+        .map_err(RestoreError::db("connecting to the target"))?;
+    let catalog = Catalog::load(&pool)
+        .await
+        .map_err(RestoreError::db("reading the target catalog"))?;
+    let version: String = sqlx::query_scalar("SELECT current_setting('server_version_num')")
+        .fetch_one(&pool)
+        .await
+        .map_err(RestoreError::db("reading the target version"))?;
+    pool.close().await;
+    let problems = compat::check(&catalog, version.parse().unwrap_or(0), manifest, entries);
+    if !problems.is_empty() {
+        return Err(RestoreError::Incompatible(problems));
+    }
+    let tables: Vec<TableRef> = entries.iter().map(|e| e.table_ref()).collect();
+    for table in &tables {
+        if let Some(fk) = catalog.fks_to(table).find(|fk| !tables.contains(&fk.table)) {
+            return Err(RestoreError::ReferencedFromOutside {
+                table: table.to_string(),
+                referencing: fk.table.to_string(),
+                constraint: fk.name.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn inner_foreign_keys(
+    conn: &mut PgConnection,
+    quoted: &[String],
+) -> Result<Vec<InnerForeignKey>, RestoreError> {
+    // language=PostgreSQL
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT conrelid::regclass::text, conname::text, pg_get_constraintdef(oid)
+         FROM pg_constraint
+         WHERE contype = 'f' AND conrelid = ANY($1::text[]::regclass[]) AND confrelid = ANY($1::text[]::regclass[])
+         ORDER BY conrelid, conname",
+    )
+    .bind(quoted)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(RestoreError::db("reading foreign keys"))?;
+    Ok(rows
+        .into_iter()
+        .map(|(table, name, definition)| InnerForeignKey {
+            table,
+            name,
+            definition,
+        })
+        .collect())
+}
+
+async fn exec(
+    conn: &mut PgConnection,
+    sql: &str,
+    context: &'static str,
+) -> Result<(), RestoreError> {
+    sqlx::query(sql)
+        .execute(conn)
+        .await
+        .map_err(RestoreError::db(context))?;
+    Ok(())
+}

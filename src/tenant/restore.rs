@@ -1,0 +1,849 @@
+//! Live tenant restore: replace one tenant's rows in the shared database by a backup's, in one
+//! transaction, without touching any other tenant's rows or platform rows.
+//!
+//! Steps, all inside one transaction on one connection (`lock_timeout` and `statement_timeout`
+//! set locally, plus the fixed COPY settings of design.md):
+//!
+//! 1. Checks that need no database: the manifest is a tenant backup of *this* tenant, every
+//!    backed-up table and column exists in the live database with the same type and is owned by
+//!    the tenant there (every difference is reported at once, nothing is changed), and the
+//!    tenant's foreign-key cycles can be broken (see [`super::graph`]).
+//! 2. A transaction-level advisory lock per tenant, so two restores of one tenant queue instead
+//!    of interleaving; then the tenant must exist in the tenants table.
+//! 3. Stage: every table's rows are copied from the artifact into a temporary table
+//!    (`LIKE target`, dropped at commit); the artifact is verified (sha256, rows, content hash)
+//!    while it streams, before anything live is touched.
+//! 4. The rows to delete are fixed once, by primary key, with the same ownership predicates the
+//!    backup used, and locked `FOR UPDATE` so that concurrent sessions cannot start referencing
+//!    them (their `FOR KEY SHARE` waits for us).
+//! 5. Refuse if any row that stays (another tenant's, a platform row, or a row of a table not in
+//!    the backup) references a row about to be deleted: deleting it would cascade into, nullify,
+//!    or be blocked by someone else's data.
+//! 6. Deferred (cycle) columns of those rows are set to NULL, then the rows are deleted
+//!    children first.
+//! 7. Staged rows are inserted parents first with deferred columns NULL (`OVERRIDING SYSTEM
+//!    VALUE` for `GENERATED ALWAYS` identities), then the deferred columns are set by primary key.
+//! 8. Sequences feeding the restored tables are advanced past the restored ids, never moved
+//!    backwards (`setval` only when the maximum exceeds what the sequence already handed out).
+//! 9. Every table's tenant rows are re-hashed (same predicate and columns as the backup) and
+//!    must equal the manifest's rows and content hash; only then the transaction commits.
+//!
+//! Any error rolls the transaction back: the database is exactly as before. Unique and foreign
+//! key violations are reported with the constraint's name. `session_replication_role` is never
+//! used: it needs superuser rights, skips triggers, and lets orphans in silently.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use sqlx::{Connection, PgConnection};
+use tokio::io::AsyncReadExt;
+
+use super::{tenant_exists, LoadOrder, TenantError, TenantPlan, UnbreakableCycle};
+use crate::artifact::{
+    copy_select, open_table, ArtifactError, Manifest, RowHasher, TableEntry, FORMAT,
+};
+use crate::catalog::{Catalog, ForeignKey, Table, TableRef};
+use crate::pg::{quote_ident, quote_literal};
+use crate::storage::Storage;
+
+/// What to restore and how long to wait.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// The tenant whose rows are replaced; must be the backup's tenant.
+    pub tenant_id: i32,
+    /// `TENANTS_TABLE`; `None` skips the existence check.
+    pub tenants_table: Option<String>,
+    /// Tables that are never restored (our own bookkeeping tables).
+    pub skip: Vec<TableRef>,
+    /// How long one statement may wait for a lock before the restore gives up (and rolls back)
+    /// rather than stalling the application behind it.
+    pub lock_timeout: Duration,
+    /// Upper bound for any single statement (a staging COPY of a large table included).
+    pub statement_timeout: Duration,
+}
+
+impl RestoreOptions {
+    /// Defaults: the RiverEdge tenants table, 5 s lock waits, 30 min statements.
+    pub fn new(tenant_id: i32) -> Self {
+        Self {
+            tenant_id,
+            tenants_table: Some("infra_tenants".to_owned()),
+            skip: Vec::new(),
+            lock_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// What a committed restore changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreReport {
+    pub tenant_id: i32,
+    pub backup_uuid: String,
+    /// Per table in load order.
+    pub tables: Vec<TableReport>,
+    /// Sequences that were advanced past restored ids.
+    pub sequences_advanced: Vec<TableRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableReport {
+    pub table: TableRef,
+    pub deleted: u64,
+    pub inserted: u64,
+}
+
+/// A row that stays but references a row the restore would delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrossReference {
+    pub table: TableRef,
+    pub constraint: String,
+    pub referenced: TableRef,
+    pub rows: i64,
+}
+
+/// Why a tenant restore did not commit. The database is unchanged in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("backup {backup} is not a tenant backup (format {format:?}, scope {scope:?})")]
+    NotATenantBackup {
+        backup: String,
+        format: String,
+        scope: String,
+    },
+    #[error("backup belongs to tenant {backup:?}, not to tenant {requested}")]
+    TenantMismatch { backup: Option<i32>, requested: i32 },
+    #[error("tenant {0} does not exist")]
+    UnknownTenant(i32),
+    #[error("the backup does not fit the live database: {}", .0.join("; "))]
+    Incompatible(Vec<String>),
+    #[error(transparent)]
+    Cycle(#[from] UnbreakableCycle),
+    #[error(transparent)]
+    Tenants(#[from] TenantError),
+    #[error("rows outside the tenant reference its rows: {}", describe(.0))]
+    CrossTenantReferences(Vec<CrossReference>),
+    #[error("restoring {table} conflicts with an existing row (unique constraint {constraint}): {detail}")]
+    UniqueConflict {
+        table: TableRef,
+        constraint: String,
+        detail: String,
+    },
+    #[error("restoring {table} violates foreign key {constraint}: {detail}")]
+    ForeignKeyViolation {
+        table: TableRef,
+        constraint: String,
+        detail: String,
+    },
+    #[error("backup data of {table}: {source}")]
+    Artifact {
+        table: TableRef,
+        /// Boxed: the artifact error is large, and restores fail rarely.
+        source: Box<ArtifactError>,
+    },
+    #[error("restored rows differ from the backup: {}", .0.join("; "))]
+    VerificationFailed(Vec<String>),
+    #[error("{context}: {source}")]
+    Database {
+        context: String,
+        source: sqlx::Error,
+    },
+}
+
+fn describe(refs: &[CrossReference]) -> String {
+    refs.iter()
+        .map(|r| {
+            format!(
+                "{} row(s) of {} via {} -> {}",
+                r.rows, r.table, r.constraint, r.referenced
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl RestoreError {
+    /// Whether running the same restore again may succeed: connection loss, I/O, timeouts,
+    /// deadlocks and serialization failures; not invalid input or conflicting data.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Self::Database { source, .. } | Self::Tenants(TenantError::Database(source)) => {
+                retriable_sql(source)
+            }
+            Self::Artifact { source, .. } => source.is_retriable(),
+            _ => false,
+        }
+    }
+}
+
+fn retriable_sql(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            // serialization_failure, deadlock_detected, lock_not_available, query_canceled
+            // (statement_timeout), admin_shutdown and friends.
+            matches!(
+                db.code().as_deref(),
+                Some("40001" | "40P01" | "55P03" | "57014" | "57P01" | "57P02" | "57P03")
+            )
+        }
+        _ => false,
+    }
+}
+
+/// Attaches what was being done to an SQL error, naming violated constraints.
+fn sql_error<'a>(
+    table: &'a TableRef,
+    context: &str,
+) -> impl FnOnce(sqlx::Error) -> RestoreError + 'a {
+    let context = format!("{context} {table}");
+    move |e| {
+        if let Some(db) = e.as_database_error() {
+            let constraint = db.constraint().unwrap_or("?").to_owned();
+            let detail = db.message().to_owned();
+            match db.code().as_deref() {
+                Some("23505") => {
+                    return RestoreError::UniqueConflict {
+                        table: table.clone(),
+                        constraint,
+                        detail,
+                    }
+                }
+                Some("23503") => {
+                    return RestoreError::ForeignKeyViolation {
+                        table: table.clone(),
+                        constraint,
+                        detail,
+                    }
+                }
+                _ => {}
+            }
+        }
+        RestoreError::Database { context, source: e }
+    }
+}
+
+fn db_error(context: &str) -> impl FnOnce(sqlx::Error) -> RestoreError + '_ {
+    move |source| RestoreError::Database {
+        context: context.to_owned(),
+        source,
+    }
+}
+
+/// One table of the restore with everything the SQL needs, in load order.
+struct Target<'a> {
+    index: usize,
+    entry: &'a TableEntry,
+    table: &'a Table,
+    /// Ownership predicate over alias `t`.
+    predicate: String,
+    deferred: &'a [String],
+    columns: Vec<String>,
+}
+
+impl Target<'_> {
+    fn name(&self) -> &TableRef {
+        &self.table.table
+    }
+
+    fn stage(&self) -> String {
+        format!("pg_temp.rbk_stage_{}", self.index)
+    }
+
+    fn doomed(&self) -> String {
+        format!("pg_temp.rbk_doomed_{}", self.index)
+    }
+
+    fn column_list(&self) -> String {
+        self.columns
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn pk_list(&self, alias: Option<&str>) -> String {
+        let prefix = alias.map(|a| format!("{a}.")).unwrap_or_default();
+        self.table
+            .primary_key
+            .iter()
+            .map(|c| format!("{prefix}{}", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Rows of this table (over `alias`) that the restore deletes.
+    fn doomed_over(&self, alias: &str, plan: &TenantPlan) -> String {
+        if self.table.primary_key.is_empty() {
+            format!(
+                "coalesce({}, false)",
+                plan.predicate_over(self.name(), alias)
+                    .unwrap_or_else(|| "false".to_owned())
+            )
+        } else {
+            format!(
+                "({}) IN (SELECT {} FROM {})",
+                self.pk_list(Some(alias)),
+                self.pk_list(None),
+                self.doomed()
+            )
+        }
+    }
+
+    fn overriding(&self) -> &'static str {
+        let always = self
+            .table
+            .columns
+            .iter()
+            .any(|c| c.identity == Some('a') && self.columns.contains(&c.name));
+        if always {
+            " OVERRIDING SYSTEM VALUE"
+        } else {
+            ""
+        }
+    }
+}
+
+/// Replaces tenant `opts.tenant_id`'s rows by the backup described by `manifest`, reading its
+/// data from `storage`. `catalog` is the live database's.
+///
+/// # Errors
+/// See [`RestoreError`]; on every error the transaction is rolled back.
+#[tracing::instrument(skip_all, fields(tenant = opts.tenant_id, backup = %manifest.backup_uuid))]
+pub async fn restore(
+    conn: &mut PgConnection,
+    catalog: &Catalog,
+    storage: &dyn Storage,
+    manifest: &Manifest,
+    opts: &RestoreOptions,
+) -> Result<RestoreReport, RestoreError> {
+    check_manifest(manifest, opts.tenant_id)?;
+    let plan = TenantPlan::build(catalog, opts.tenant_id, &opts.skip);
+    let order = plan.load_order()?;
+    let targets = targets(catalog, &plan, order, manifest)?;
+
+    let mut tx = conn
+        .begin()
+        .await
+        .map_err(db_error("beginning the restore transaction"))?;
+    match run(&mut tx, catalog, storage, &plan, order, &targets, opts).await {
+        Ok((tables, sequences_advanced)) => {
+            tx.commit()
+                .await
+                .map_err(db_error("committing the restore"))?;
+            tracing::info!(tables = tables.len(), "tenant restore committed");
+            Ok(RestoreReport {
+                tenant_id: opts.tenant_id,
+                backup_uuid: manifest.backup_uuid.clone(),
+                tables,
+                sequences_advanced,
+            })
+        }
+        Err(e) => {
+            // A dead connection cannot roll back, but the server already has.
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!(error = %rollback, "rollback after a failed tenant restore");
+            }
+            Err(e)
+        }
+    }
+}
+
+fn check_manifest(manifest: &Manifest, tenant_id: i32) -> Result<(), RestoreError> {
+    if manifest.format != FORMAT
+        || !matches!(manifest.scope.as_str(), "tenant" | "table")
+        || manifest.tenant_id.is_none()
+    {
+        return Err(RestoreError::NotATenantBackup {
+            backup: manifest.backup_uuid.clone(),
+            format: manifest.format.clone(),
+            scope: manifest.scope.clone(),
+        });
+    }
+    if manifest.tenant_id != Some(tenant_id) {
+        return Err(RestoreError::TenantMismatch {
+            backup: manifest.tenant_id,
+            requested: tenant_id,
+        });
+    }
+    Ok(())
+}
+
+/// The backed-up tables in load order, after checking each against the live database.
+fn targets<'a>(
+    catalog: &'a Catalog,
+    plan: &TenantPlan,
+    order: &'a LoadOrder,
+    manifest: &'a Manifest,
+) -> Result<Vec<Target<'a>>, RestoreError> {
+    let mut problems = Vec::new();
+    let mut by_table: BTreeMap<TableRef, &TableEntry> = BTreeMap::new();
+    for entry in &manifest.tables {
+        let name = entry.table_ref();
+        match (catalog.table(&name), plan.table(&name)) {
+            (None, _) => problems.push(format!("table {name} does not exist")),
+            (Some(_), None) => problems.push(format!(
+                "table {name} is not owned by tenants in the live database"
+            )),
+            (Some(live), Some(owned)) => {
+                problems.extend(column_differences(live, entry));
+                if entry
+                    .predicate
+                    .as_ref()
+                    .is_some_and(|p| p != &owned.predicate)
+                {
+                    problems.push(format!("table {name}: the backup selected rows with another ownership predicate than the live schema implies (foreign keys changed)"));
+                }
+                by_table.insert(name, entry);
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(RestoreError::Incompatible(problems));
+    }
+    Ok(order
+        .tables
+        .iter()
+        .filter_map(|name| Some((name, *by_table.get(name)?)))
+        .enumerate()
+        .filter_map(|(index, (name, entry))| {
+            Some(Target {
+                index,
+                entry,
+                table: catalog.table(name)?,
+                predicate: plan.table(name)?.predicate.clone(),
+                deferred: order.deferred_columns_of(name),
+                columns: entry.columns.iter().map(|c| c.name.clone()).collect(),
+            })
+        })
+        .collect())
+}
+
+fn column_differences(live: &Table, entry: &TableEntry) -> Vec<String> {
+    let name = &live.table;
+    let mut out = Vec::new();
+    for col in &entry.columns {
+        match live.column(&col.name) {
+            None => out.push(format!("column {name}.{} does not exist", col.name)),
+            Some(l) if l.type_name != col.type_name => {
+                out.push(format!(
+                    "column {name}.{} is {} in the live database but {} in the backup",
+                    col.name, l.type_name, col.type_name
+                ));
+            }
+            Some(l) if l.generated => out.push(format!(
+                "column {name}.{} is a generated column in the live database",
+                col.name
+            )),
+            Some(_) => {}
+        }
+    }
+    out
+}
+
+type Outcome = (Vec<TableReport>, Vec<TableRef>);
+
+async fn run(
+    conn: &mut PgConnection,
+    catalog: &Catalog,
+    storage: &dyn Storage,
+    plan: &TenantPlan,
+    order: &LoadOrder,
+    targets: &[Target<'_>],
+    opts: &RestoreOptions,
+) -> Result<Outcome, RestoreError> {
+    prepare_session(conn, order, opts).await?;
+    if let Some(tenants) = &opts.tenants_table {
+        if !tenant_exists(&mut *conn, catalog, tenants, opts.tenant_id).await? {
+            return Err(RestoreError::UnknownTenant(opts.tenant_id));
+        }
+    }
+    for t in targets {
+        stage(conn, storage, t).await?;
+    }
+    for t in targets {
+        fix_doomed_rows(conn, t).await?;
+    }
+    check_cross_references(conn, catalog, plan, targets).await?;
+
+    let mut deleted = vec![0; targets.len()];
+    for t in targets.iter().filter(|t| !t.deferred.is_empty()) {
+        null_deferred(conn, t, plan).await?;
+    }
+    for t in targets.iter().rev() {
+        let sql = format!(
+            "DELETE FROM {} t WHERE {}",
+            t.name().quoted(),
+            t.doomed_over("t", plan)
+        );
+        deleted[t.index] = sqlx::query(&sql)
+            .execute(&mut *conn)
+            .await
+            .map_err(sql_error(t.name(), "deleting the tenant's rows of"))?
+            .rows_affected();
+    }
+    let mut tables = Vec::with_capacity(targets.len());
+    for t in targets {
+        let inserted = insert(conn, t, catalog).await?;
+        tables.push(TableReport {
+            table: t.name().clone(),
+            deleted: deleted[t.index],
+            inserted,
+        });
+    }
+    for t in targets.iter().filter(|t| !t.deferred.is_empty()) {
+        set_deferred(conn, t).await?;
+    }
+    let mut sequences_advanced = Vec::new();
+    for t in targets {
+        sequences_advanced.extend(advance_sequences(conn, catalog, t).await?);
+    }
+    verify(conn, targets).await?;
+    Ok((tables, sequences_advanced))
+}
+
+/// Timeouts, deterministic COPY text (design.md), deferred constraints, and the per-tenant lock.
+async fn prepare_session(
+    conn: &mut PgConnection,
+    order: &LoadOrder,
+    opts: &RestoreOptions,
+) -> Result<(), RestoreError> {
+    let mut sql = format!(
+        "SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {};
+         SET LOCAL DateStyle = 'ISO, YMD'; SET LOCAL TimeZone = 'UTC'; SET LOCAL IntervalStyle = 'postgres';
+         SET LOCAL extra_float_digits = 3; SET LOCAL bytea_output = 'hex'; SET LOCAL client_encoding = 'UTF8';",
+        quote_literal(&format!("{}ms", opts.lock_timeout.as_millis())),
+        quote_literal(&format!("{}ms", opts.statement_timeout.as_millis())),
+    );
+    if !order.deferred_constraints.is_empty() {
+        let names: Vec<String> = order
+            .deferred_constraints
+            .iter()
+            .map(|(t, c)| format!("{}.{}", quote_ident(&t.schema), quote_ident(c)))
+            .collect();
+        sql.push_str(&format!(" SET CONSTRAINTS {} DEFERRED;", names.join(", ")));
+    }
+    crate::pg::execute(&mut *conn, &sql)
+        .await
+        .map_err(db_error("configuring the restore session"))?;
+    // language=PostgreSQL
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('riveredge-backup tenant restore'), $1)")
+        .bind(opts.tenant_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error("waiting for other restores of this tenant"))?;
+    Ok(())
+}
+
+/// Bytes per COPY message while staging: large enough to keep the protocol overhead small.
+const STAGE_CHUNK: usize = 256 * 1024;
+
+/// Loads the artifact into a temporary copy of the table. The reader verifies sha256, rows and
+/// content hash before it reports the end, so a damaged artifact never finishes staging.
+async fn stage(
+    conn: &mut PgConnection,
+    storage: &dyn Storage,
+    t: &Target<'_>,
+) -> Result<(), RestoreError> {
+    let name = t.name();
+    let create = format!(
+        "CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP",
+        t.stage(),
+        name.quoted()
+    );
+    sqlx::query(&create)
+        .execute(&mut *conn)
+        .await
+        .map_err(sql_error(name, "creating the staging table for"))?;
+
+    let artifact = |source| RestoreError::Artifact {
+        table: name.clone(),
+        source: Box::new(source),
+    };
+    let mut source = open_table(storage, t.entry).await.map_err(artifact)?;
+    let sql = format!("COPY {} ({}) FROM STDIN", t.stage(), t.column_list());
+    let mut copy = conn
+        .copy_in_raw(&sql)
+        .await
+        .map_err(sql_error(name, "staging"))?;
+    let mut buf = vec![0u8; STAGE_CHUNK];
+    loop {
+        match source.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => {
+                copy.send(&buf[..n])
+                    .await
+                    .map_err(sql_error(name, "staging"))?;
+            }
+            Err(e) => {
+                // The staged rows are discarded with the transaction; aborting keeps the
+                // connection usable for the rollback. The artifact is the error to report even
+                // if the server had already refused the damaged data.
+                if let Err(abort) = copy.abort("backup data failed verification").await {
+                    tracing::debug!(error = %abort, "aborting the staging COPY");
+                }
+                return Err(artifact(ArtifactError::from_io(&t.entry.key, e)));
+            }
+        }
+    }
+    let rows = copy.finish().await.map_err(sql_error(name, "staging"))?;
+    if rows != t.entry.rows {
+        return Err(RestoreError::VerificationFailed(vec![format!(
+            "{name}: staged {rows} rows, the manifest says {}",
+            t.entry.rows
+        )]));
+    }
+    Ok(())
+}
+
+/// Fixes and locks the rows to delete (by primary key), so later steps see one set even while
+/// deferred columns change what the predicates of join tables would match.
+async fn fix_doomed_rows(conn: &mut PgConnection, t: &Target<'_>) -> Result<(), RestoreError> {
+    let name = t.name();
+    let lock = format!(
+        "SELECT 1 FROM {} t WHERE {} FOR UPDATE OF t",
+        name.quoted(),
+        t.predicate
+    );
+    sqlx::query(&lock)
+        .execute(&mut *conn)
+        .await
+        .map_err(sql_error(name, "locking the tenant's rows of"))?;
+    if t.table.primary_key.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} t WHERE {}",
+        t.doomed(),
+        t.pk_list(Some("t")),
+        name.quoted(),
+        t.predicate
+    );
+    sqlx::query(&sql)
+        .execute(&mut *conn)
+        .await
+        .map_err(sql_error(name, "collecting the tenant's rows of"))?;
+    Ok(())
+}
+
+/// Refuses when a row that stays references a row that is deleted.
+async fn check_cross_references(
+    conn: &mut PgConnection,
+    catalog: &Catalog,
+    plan: &TenantPlan,
+    targets: &[Target<'_>],
+) -> Result<(), RestoreError> {
+    let find = |t: &TableRef| targets.iter().find(|x| x.name() == t);
+    let mut found = Vec::new();
+    for fk in &catalog.foreign_keys {
+        let Some(parent) = find(&fk.referenced) else {
+            continue;
+        };
+        let child_stays = find(&fk.table).map_or_else(
+            || "true".to_owned(),
+            |c| format!("NOT {}", c.doomed_over("c", plan)),
+        );
+        let sql = format!(
+            "SELECT count(*) FROM {} c WHERE {child_stays} AND EXISTS (SELECT 1 FROM {} p WHERE {} AND {})",
+            fk.table.quoted(),
+            fk.referenced.quoted(),
+            fk_join(fk, "c", "p"),
+            parent.doomed_over("p", plan)
+        );
+        let rows: i64 = sqlx::query_scalar(&sql)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(sql_error(&fk.table, "checking references from"))?;
+        if rows > 0 {
+            found.push(CrossReference {
+                table: fk.table.clone(),
+                constraint: fk.name.clone(),
+                referenced: fk.referenced.clone(),
+                rows,
+            });
+        }
+    }
+    if found.is_empty() {
+        Ok(())
+    } else {
+        Err(RestoreError::CrossTenantReferences(found))
+    }
+}
+
+fn fk_join(fk: &ForeignKey, child: &str, parent: &str) -> String {
+    fk.columns
+        .iter()
+        .zip(&fk.referenced_columns)
+        .map(|(c, r)| format!("{parent}.{} = {child}.{}", quote_ident(r), quote_ident(c)))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+async fn null_deferred(
+    conn: &mut PgConnection,
+    t: &Target<'_>,
+    plan: &TenantPlan,
+) -> Result<(), RestoreError> {
+    let set: Vec<String> = t
+        .deferred
+        .iter()
+        .map(|c| format!("{} = NULL", quote_ident(c)))
+        .collect();
+    let sql = format!(
+        "UPDATE {} t SET {} WHERE {}",
+        t.name().quoted(),
+        set.join(", "),
+        t.doomed_over("t", plan)
+    );
+    sqlx::query(&sql)
+        .execute(&mut *conn)
+        .await
+        .map_err(sql_error(t.name(), "clearing cycle columns of"))?;
+    Ok(())
+}
+
+async fn insert(
+    conn: &mut PgConnection,
+    t: &Target<'_>,
+    catalog: &Catalog,
+) -> Result<u64, RestoreError> {
+    let values: Vec<String> = t
+        .columns
+        .iter()
+        .map(
+            |c| match catalog.table(t.name()).and_then(|tab| tab.column(c)) {
+                Some(col) if t.deferred.contains(c) => format!("NULL::{}", col.type_name),
+                _ => format!("s.{}", quote_ident(c)),
+            },
+        )
+        .collect();
+    let sql = format!(
+        "INSERT INTO {} ({}){} SELECT {} FROM {} s",
+        t.name().quoted(),
+        t.column_list(),
+        t.overriding(),
+        values.join(", "),
+        t.stage()
+    );
+    Ok(sqlx::query(&sql)
+        .execute(&mut *conn)
+        .await
+        .map_err(sql_error(t.name(), "inserting the backup's rows into"))?
+        .rows_affected())
+}
+
+/// Sets the cycle columns once every row of the cycle exists.
+async fn set_deferred(conn: &mut PgConnection, t: &Target<'_>) -> Result<(), RestoreError> {
+    let staged: Vec<&String> = t
+        .deferred
+        .iter()
+        .filter(|c| t.columns.contains(c))
+        .collect();
+    if staged.is_empty() {
+        return Ok(());
+    }
+    let set: Vec<String> = staged
+        .iter()
+        .map(|c| format!("{0} = s.{0}", quote_ident(c)))
+        .collect();
+    let any: Vec<String> = staged
+        .iter()
+        .map(|c| format!("s.{} IS NOT NULL", quote_ident(c)))
+        .collect();
+    let pk: Vec<String> = t
+        .table
+        .primary_key
+        .iter()
+        .map(|c| format!("t.{0} = s.{0}", quote_ident(c)))
+        .collect();
+    let sql = format!(
+        "UPDATE {} t SET {} FROM {} s WHERE {} AND ({})",
+        t.name().quoted(),
+        set.join(", "),
+        t.stage(),
+        pk.join(" AND "),
+        any.join(" OR ")
+    );
+    sqlx::query(&sql)
+        .execute(&mut *conn)
+        .await
+        .map_err(sql_error(t.name(), "setting cycle columns of"))?;
+    Ok(())
+}
+
+/// Moves each sequence feeding the table past the highest restored value; never backwards.
+async fn advance_sequences(
+    conn: &mut PgConnection,
+    catalog: &Catalog,
+    t: &Target<'_>,
+) -> Result<Vec<TableRef>, RestoreError> {
+    let mut advanced = Vec::new();
+    for seq in catalog.sequences_of(t.name()) {
+        let Some((_, column)) = &seq.owned_by else {
+            continue;
+        };
+        // The sequence has handed out `last_value` if `is_called`, else everything below it.
+        // language=PostgreSQL
+        let sql = format!(
+            "SELECT setval({regclass}::regclass, m.v, true)
+             FROM (SELECT max({col})::bigint AS v FROM {table}) m,
+                  (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS used FROM {seq}) s
+             WHERE m.v > s.used",
+            regclass = quote_literal(&seq.sequence.quoted()),
+            col = quote_ident(column),
+            table = t.name().quoted(),
+            seq = seq.sequence.quoted(),
+        );
+        let moved = sqlx::query(&sql)
+            .execute(&mut *conn)
+            .await
+            .map_err(sql_error(&seq.sequence, "advancing sequence"))?
+            .rows_affected();
+        if moved > 0 {
+            advanced.push(seq.sequence.clone());
+        }
+    }
+    Ok(advanced)
+}
+
+/// Re-hashes the tenant's rows as the backup selected them; every table must match.
+async fn verify(conn: &mut PgConnection, targets: &[Target<'_>]) -> Result<(), RestoreError> {
+    use futures::TryStreamExt;
+    let mut problems = Vec::new();
+    for t in targets {
+        let select = copy_select(t.name(), &t.entry.columns, Some(&t.predicate));
+        let sql = format!("COPY ({select}) TO STDOUT");
+        let mut hasher = RowHasher::new();
+        let mut stream = conn
+            .copy_out_raw(&sql)
+            .await
+            .map_err(sql_error(t.name(), "re-reading"))?;
+        while let Some(chunk) = stream
+            .try_next()
+            .await
+            .map_err(sql_error(t.name(), "re-reading"))?
+        {
+            hasher.update(&chunk);
+        }
+        let digest = hasher.finish();
+        let content_hash = digest.content_hash();
+        if digest.rows != t.entry.rows || content_hash != t.entry.content_hash {
+            problems.push(format!(
+                "{}: {} rows with hash {} after restore, backup has {} rows with hash {}",
+                t.name(),
+                digest.rows,
+                content_hash,
+                t.entry.rows,
+                t.entry.content_hash
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(RestoreError::VerificationFailed(problems))
+    }
+}
