@@ -23,7 +23,10 @@ pub struct TableRef {
 
 impl TableRef {
     pub fn new(schema: &str, name: &str) -> Self {
-        Self { schema: schema.to_owned(), name: name.to_owned() }
+        Self {
+            schema: schema.to_owned(),
+            name: name.to_owned(),
+        }
     }
 
     /// `"schema"."name"`, safe to splice into SQL.
@@ -106,10 +109,48 @@ pub struct Catalog {
 pub enum CatalogError {
     #[error("table {0:?} does not exist")]
     UnknownTable(String),
-    #[error("table name {name:?} is ambiguous: it exists in schemas {schemas}; write schema.table")]
+    #[error(
+        "table name {name:?} is ambiguous: it exists in schemas {schemas}; write schema.table"
+    )]
     Ambiguous { name: String, schemas: String },
     #[error("{0:?} is not a valid table name (use table or schema.table)")]
     Invalid(String),
+}
+
+/// One column of one table (tables without columns come with NULLs), from `pg_attribute`.
+#[derive(sqlx::FromRow)]
+struct ColumnRow {
+    schema: String,
+    name: String,
+    column: Option<String>,
+    type_name: Option<String>,
+    not_null: Option<bool>,
+    identity: Option<String>,
+    generated: Option<String>,
+}
+
+/// One foreign key from `pg_constraint`.
+#[derive(sqlx::FromRow)]
+struct ForeignKeyRow {
+    name: String,
+    schema: String,
+    table: String,
+    columns: Vec<String>,
+    rschema: String,
+    rtable: String,
+    rcolumns: Vec<String>,
+    on_delete: String,
+    deferrable: bool,
+}
+
+/// One sequence and the column that owns it, if any.
+#[derive(sqlx::FromRow)]
+struct SequenceRow {
+    schema: String,
+    name: String,
+    tschema: Option<String>,
+    table: Option<String>,
+    column: Option<String>,
 }
 
 /// Schemas that never hold application data.
@@ -129,9 +170,10 @@ impl Catalog {
         let conn = pool;
         let mut tables = BTreeMap::new();
         // language=PostgreSQL
-        let rows: Vec<(String, String, Option<String>, Option<String>, Option<bool>, Option<String>, Option<String>)> = sqlx::query_as(&format!(
-            "SELECT n.nspname::text, c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod),
-                    a.attnotnull, nullif(a.attidentity, '')::text, nullif(a.attgenerated, '')::text
+        let rows: Vec<ColumnRow> = sqlx::query_as(&format!(
+            "SELECT n.nspname::text AS schema, c.relname::text AS name, a.attname::text AS column,
+                    format_type(a.atttypid, a.atttypmod) AS type_name, a.attnotnull AS not_null,
+                    nullif(a.attidentity, '')::text AS identity, nullif(a.attgenerated, '')::text AS generated
              FROM pg_class c
              JOIN pg_namespace n ON n.oid = c.relnamespace
              LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -142,11 +184,22 @@ impl Catalog {
         ))
         .fetch_all(conn)
         .await?;
-        for (schema, name, column, type_name, not_null, identity, generated) in rows {
+        for ColumnRow {
+            schema,
+            name,
+            column,
+            type_name,
+            not_null,
+            identity,
+            generated,
+        } in rows
+        {
             let key = TableRef::new(&schema, &name);
-            let table = tables
-                .entry(key.clone())
-                .or_insert_with(|| Table { table: key, columns: Vec::new(), primary_key: Vec::new() });
+            let table = tables.entry(key.clone()).or_insert_with(|| Table {
+                table: key,
+                columns: Vec::new(),
+                primary_key: Vec::new(),
+            });
             if let (Some(column), Some(type_name)) = (column, type_name) {
                 table.columns.push(Column {
                     name: column,
@@ -179,14 +232,14 @@ impl Catalog {
         }
 
         // language=PostgreSQL
-        let fk_rows: Vec<(String, String, String, Vec<String>, String, String, Vec<String>, String, bool)> = sqlx::query_as(&format!(
-            "SELECT con.conname::text, n.nspname::text, c.relname::text,
+        let fk_rows: Vec<ForeignKeyRow> = sqlx::query_as(&format!(
+            "SELECT con.conname::text AS name, n.nspname::text AS schema, c.relname::text AS table,
                     (SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(con.conkey) WITH ORDINALITY k(attnum, ord)
-                       JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum),
-                    rn.nspname::text, rc.relname::text,
+                       JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum) AS columns,
+                    rn.nspname::text AS rschema, rc.relname::text AS rtable,
                     (SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(con.confkey) WITH ORDINALITY k(attnum, ord)
-                       JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum),
-                    con.confdeltype::text, con.condeferrable
+                       JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum) AS rcolumns,
+                    con.confdeltype::text AS on_delete, con.condeferrable AS deferrable
              FROM pg_constraint con
              JOIN pg_class c ON c.oid = con.conrelid
              JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -199,20 +252,33 @@ impl Catalog {
         .await?;
         let foreign_keys = fk_rows
             .into_iter()
-            .map(|(name, schema, table, columns, rschema, rtable, rcolumns, on_delete, deferrable)| ForeignKey {
-                name,
-                table: TableRef::new(&schema, &table),
-                columns,
-                referenced: TableRef::new(&rschema, &rtable),
-                referenced_columns: rcolumns,
-                on_delete: on_delete.chars().next().unwrap_or('a'),
-                deferrable,
-            })
+            .map(
+                |ForeignKeyRow {
+                     name,
+                     schema,
+                     table,
+                     columns,
+                     rschema,
+                     rtable,
+                     rcolumns,
+                     on_delete,
+                     deferrable,
+                 }| ForeignKey {
+                    name,
+                    table: TableRef::new(&schema, &table),
+                    columns,
+                    referenced: TableRef::new(&rschema, &rtable),
+                    referenced_columns: rcolumns,
+                    on_delete: on_delete.chars().next().unwrap_or('a'),
+                    deferrable,
+                },
+            )
             .collect();
 
         // language=PostgreSQL
-        let seq_rows: Vec<(String, String, Option<String>, Option<String>, Option<String>)> = sqlx::query_as(&format!(
-            "SELECT n.nspname::text, s.relname::text, tn.nspname::text, t.relname::text, a.attname::text
+        let seq_rows: Vec<SequenceRow> = sqlx::query_as(&format!(
+            "SELECT n.nspname::text AS schema, s.relname::text AS name, tn.nspname::text AS tschema,
+                    t.relname::text AS table, a.attname::text AS column
              FROM pg_class s
              JOIN pg_namespace n ON n.oid = s.relnamespace
              LEFT JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = s.oid
@@ -227,23 +293,36 @@ impl Catalog {
         .await?;
         let sequences = seq_rows
             .into_iter()
-            .map(|(schema, name, tschema, table, column)| Sequence {
-                sequence: TableRef::new(&schema, &name),
-                owned_by: match (tschema, table, column) {
-                    (Some(s), Some(t), Some(c)) => Some((TableRef::new(&s, &t), c)),
-                    _ => None,
+            .map(
+                |SequenceRow {
+                     schema,
+                     name,
+                     tschema,
+                     table,
+                     column,
+                 }| Sequence {
+                    sequence: TableRef::new(&schema, &name),
+                    owned_by: match (tschema, table, column) {
+                        (Some(s), Some(t), Some(c)) => Some((TableRef::new(&s, &t), c)),
+                        _ => None,
+                    },
                 },
-            })
+            )
             .collect();
 
-        Ok(Self { tables, foreign_keys, sequences })
+        Ok(Self {
+            tables,
+            foreign_keys,
+            sequences,
+        })
     }
 
     /// The same catalog without `skip` (our own bookkeeping tables, for instance).
     #[must_use]
     pub fn without(mut self, skip: &[TableRef]) -> Self {
         self.tables.retain(|t, _| !skip.contains(t));
-        self.foreign_keys.retain(|fk| !skip.contains(&fk.table) && !skip.contains(&fk.referenced));
+        self.foreign_keys
+            .retain(|fk| !skip.contains(&fk.table) && !skip.contains(&fk.referenced));
         self
     }
 
@@ -262,12 +341,16 @@ impl Catalog {
 
     /// Foreign keys that reference `t` (from its children).
     pub fn fks_to<'a>(&'a self, t: &'a TableRef) -> impl Iterator<Item = &'a ForeignKey> + 'a {
-        self.foreign_keys.iter().filter(move |fk| &fk.referenced == t)
+        self.foreign_keys
+            .iter()
+            .filter(move |fk| &fk.referenced == t)
     }
 
     /// Sequences feeding columns of `t`.
     pub fn sequences_of<'a>(&'a self, t: &'a TableRef) -> impl Iterator<Item = &'a Sequence> + 'a {
-        self.sequences.iter().filter(move |s| s.owned_by.as_ref().is_some_and(|(table, _)| table == t))
+        self.sequences
+            .iter()
+            .filter(move |s| s.owned_by.as_ref().is_some_and(|(table, _)| table == t))
     }
 
     /// Resolves a user-supplied `table` or `schema.table` to a table of this catalog.
@@ -285,7 +368,10 @@ impl Catalog {
         match schema {
             Some(s) => {
                 let key = TableRef::new(s, name);
-                self.tables.contains_key(&key).then_some(key).ok_or_else(|| CatalogError::UnknownTable(input.to_owned()))
+                self.tables
+                    .contains_key(&key)
+                    .then_some(key)
+                    .ok_or_else(|| CatalogError::UnknownTable(input.to_owned()))
             }
             None => {
                 let found: Vec<&TableRef> = self.tables.keys().filter(|t| t.name == name).collect();
@@ -299,7 +385,11 @@ impl Catalog {
                         }
                         Err(CatalogError::Ambiguous {
                             name: name.to_owned(),
-                            schemas: many.iter().map(|t| t.schema.as_str()).collect::<Vec<_>>().join(", "),
+                            schemas: many
+                                .iter()
+                                .map(|t| t.schema.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", "),
                         })
                     }
                 }
@@ -337,18 +427,42 @@ mod tests {
         let mut c = Catalog::default();
         for (s, n) in names {
             let t = TableRef::new(s, n);
-            c.tables.insert(t.clone(), Table { table: t, columns: vec![], primary_key: vec![] });
+            c.tables.insert(
+                t.clone(),
+                Table {
+                    table: t,
+                    columns: vec![],
+                    primary_key: vec![],
+                },
+            );
         }
         c
     }
 
     #[test]
     fn resolves_qualified_unqualified_and_rejects_the_rest() {
-        let c = catalog(&[("public", "core_users"), ("audit", "events"), ("sales", "events"), ("public", "x")]);
-        assert_eq!(c.resolve("core_users").unwrap(), TableRef::new("public", "core_users"));
-        assert_eq!(c.resolve("audit.events").unwrap(), TableRef::new("audit", "events"));
-        assert!(matches!(c.resolve("events"), Err(CatalogError::Ambiguous { .. })));
-        assert!(matches!(c.resolve("nope"), Err(CatalogError::UnknownTable(_))));
+        let c = catalog(&[
+            ("public", "core_users"),
+            ("audit", "events"),
+            ("sales", "events"),
+            ("public", "x"),
+        ]);
+        assert_eq!(
+            c.resolve("core_users").unwrap(),
+            TableRef::new("public", "core_users")
+        );
+        assert_eq!(
+            c.resolve("audit.events").unwrap(),
+            TableRef::new("audit", "events")
+        );
+        assert!(matches!(
+            c.resolve("events"),
+            Err(CatalogError::Ambiguous { .. })
+        ));
+        assert!(matches!(
+            c.resolve("nope"),
+            Err(CatalogError::UnknownTable(_))
+        ));
         for bad in ["", "a.b.c", "x\"; DROP TABLE x; --", ".x", "x."] {
             assert!(c.resolve(bad).is_err(), "{bad:?}");
         }
@@ -357,13 +471,23 @@ mod tests {
     #[test]
     fn resolve_all_reports_every_unknown_name() {
         let c = catalog(&[("public", "a")]);
-        let errs = c.resolve_all(&["a".into(), "b".into(), "c".into()]).unwrap_err();
+        let errs = c
+            .resolve_all(&["a".into(), "b".into(), "c".into()])
+            .unwrap_err();
         assert_eq!(errs.len(), 2);
-        assert_eq!(c.resolve_all(&["a".into(), "public.a".into()]).unwrap().len(), 1);
+        assert_eq!(
+            c.resolve_all(&["a".into(), "public.a".into()])
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]
     fn quoting_survives_odd_names() {
-        assert_eq!(TableRef::new("my schema", "we\"ird").quoted(), "\"my schema\".\"we\"\"ird\"");
+        assert_eq!(
+            TableRef::new("my schema", "we\"ird").quoted(),
+            "\"my schema\".\"we\"\"ird\""
+        );
     }
 }

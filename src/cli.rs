@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "riveredge-backup", version, about = "Durable, verified, tenant-aware PostgreSQL backups for RiverEdge")]
+#[command(
+    name = "riveredge-backup",
+    version,
+    about = "Durable, verified, tenant-aware PostgreSQL backups for RiverEdge"
+)]
 pub struct Cli {
     /// Settings file (TOML, same keys as the environment variables; the environment wins).
     #[arg(long, global = true, env = "RIVEREDGE_BACKUP_CONFIG")]

@@ -10,10 +10,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::artifact;
 use crate::backup::{self, BackupOutcome, BackupScope, BackupSpec, BackupType};
-use crate::catalog::TableRef;
 use crate::cli::{BackupArgs, Command, ListArgs, RestoreArgs, ScopeArg, TypeArg};
 use crate::db::backups::{self as rows, BackupFilter, ClaimOutcome, NewBackup};
-use crate::restore::{self, RestoreMode};
+use crate::recovery::{self, RestoreRequest};
+use crate::restore;
 use crate::settings::Settings;
 use crate::startup::{AppState, Database};
 
@@ -108,43 +108,17 @@ pub async fn take_backup(
         other => anyhow::bail!("backup {} cannot be started: {other:?}", spec.uuid),
     }
     println!("backup {} started ({})", spec.uuid, name);
-    match dump_and_verify(state, spec).await {
-        Ok(outcome) => {
-            rows::mark_success(&state.pool, &spec.uuid, &outcome).await?;
-            println!(
-                "backup {} succeeded: {} tables, {} rows, {} bytes, manifest sha256 {}",
-                spec.uuid,
-                outcome.manifest.tables.len(),
-                outcome.rows,
-                outcome.total_size,
-                outcome.manifest_sha256
-            );
-            Ok(outcome)
-        }
-        Err(e) => {
-            rows::mark_failed(&state.pool, &spec.uuid, &e.to_string()).await?;
-            Err(anyhow::Error::new(e).context(format!("backup {} failed", spec.uuid)))
-        }
-    }
-}
-
-async fn dump_and_verify(
-    state: &AppState,
-    spec: &BackupSpec,
-) -> Result<BackupOutcome, backup::BackupError> {
-    let outcome = backup::run(state, spec).await?;
-    let verified = artifact::verify(
-        state.storage.as_ref(),
-        &state.bins,
-        &spec.uuid,
-        Some(&outcome.manifest_sha256),
-        state.settings.backup.step_timeout,
-    )
-    .await;
-    if let Err(e) = verified {
-        backup::discard(state, &spec.uuid).await?;
-        return Err(e.into());
-    }
+    let outcome = recovery::take_backup(state, spec)
+        .await
+        .with_context(|| format!("backup {} failed", spec.uuid))?;
+    println!(
+        "backup {} succeeded: {} tables, {} rows, {} bytes, manifest sha256 {}",
+        spec.uuid,
+        outcome.manifest.tables.len(),
+        outcome.rows,
+        outcome.total_size,
+        outcome.manifest_sha256
+    );
     Ok(outcome)
 }
 
@@ -196,64 +170,47 @@ async fn verify(state: &AppState, uuid: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Matches `table` / `schema.table` against the backup's tables.
-fn resolve_in_backup(
-    manifest: &artifact::Manifest,
-    names: &[String],
-) -> anyhow::Result<Option<Vec<TableRef>>> {
-    if names.is_empty() {
-        return Ok(None);
-    }
-    let mut out = Vec::new();
-    for name in names {
-        let found: Vec<TableRef> = manifest
-            .tables
-            .iter()
-            .map(artifact::TableEntry::table_ref)
-            .filter(|t| t.to_string() == *name || t.name == *name)
-            .collect();
-        match found.as_slice() {
-            [one] => out.push(one.clone()),
-            [] => anyhow::bail!("table {name} is not in backup {}", manifest.backup_uuid),
-            _ => anyhow::bail!(
-                "table name {name} is ambiguous in backup {}; write schema.table",
-                manifest.backup_uuid
-            ),
-        }
-    }
-    Ok(Some(out))
-}
-
+/// The same phases as the `backup-restore` Inngest function, run in a row by an operator
+/// (no tenant restriction: the CLI runs with the worker's own database rights).
 async fn restore_command(state: &AppState, args: RestoreArgs) -> anyhow::Result<()> {
-    let manifest = restore::manifest_of(state, &args.uuid).await?;
-    if manifest.scope == "tenant" {
-        anyhow::bail!("backup {} is a tenant backup (tenant {:?}); tenant restores are handled by the tenant restore, not by this command", args.uuid, manifest.tenant_id);
-    }
-    let tables = resolve_in_backup(&manifest, &args.tables)?;
-    let (target, mode) = match &args.target_database {
-        Some(name) => {
-            let mut admin = sqlx::Connection::connect_with(&state.conn.connect_options()).await.context("connecting")?;
-            restore::ensure_database(&mut admin, name).await?;
-            (state.conn.with_database(name), if args.replace { RestoreMode::ReplaceTables } else { RestoreMode::Fresh })
-        }
-        None if args.replace => {
-            let names: Vec<String> = tables.clone().unwrap_or_else(|| manifest.tables.iter().map(artifact::TableEntry::table_ref).collect()).iter().map(ToString::to_string).collect();
-            let safety = BackupSpec { uuid: uuid::Uuid::new_v4().to_string(), backup_type: BackupType::Full, scope: BackupScope::Table, tenant_id: None, tables: names };
-            take_backup(state, &safety, &format!("safety-before-restore-{}", args.uuid)).await.context("taking the safety backup")?;
-            println!("safety backup {} holds the rows being replaced", safety.uuid);
-            (state.conn.clone(), RestoreMode::ReplaceTables)
-        }
-        None => anyhow::bail!("restoring into the live database replaces its tables: pass --replace, or --target-database <name> to restore elsewhere"),
+    let request = RestoreRequest {
+        restore_uuid: uuid::Uuid::new_v4(),
+        backup_uuid: args.uuid.clone(),
+        tenant_id: None,
+        tables: (!args.tables.is_empty()).then(|| args.tables.clone()),
+        target_database: args.target_database.clone(),
+        replace: args.replace,
     };
-    let report = restore::restore_into_database(state, &manifest, &target, tables, mode).await?;
-    println!(
-        "restored backup {} into {}: {} tables, {} rows, all matching the manifest",
-        args.uuid,
-        report.database,
-        report.tables.len(),
-        report.rows
-    );
-    Ok(())
+    let plan = recovery::prepare(state, &request).await?;
+    let result = async {
+        recovery::check(state, &plan).await?;
+        let run_id = format!("cli-{}", std::process::id());
+        if let Some(safety) = recovery::safety_backup(state, &plan, &run_id).await? {
+            println!("safety backup {safety} holds what is about to be replaced");
+        }
+        let rows = recovery::apply(state, &plan).await?;
+        recovery::finish(state, &plan, &rows).await?;
+        Ok::<_, recovery::RecoveryError>(rows)
+    }
+    .await;
+    match result {
+        Ok(rows) => {
+            let total: u64 = rows.as_object().map_or(0, |m| {
+                m.values().filter_map(serde_json::Value::as_u64).sum()
+            });
+            println!(
+                "restore {} of backup {} succeeded: {} tables, {total} rows, verified against the manifest",
+                plan.restore_uuid,
+                args.uuid,
+                rows.as_object().map_or(0, serde_json::Map::len)
+            );
+            Ok(())
+        }
+        Err(e) => {
+            recovery::fail(state, request.restore_uuid, &e.to_string()).await?;
+            Err(anyhow::Error::new(e).context(format!("restore of backup {} failed", args.uuid)))
+        }
+    }
 }
 
 async fn drill(state: &AppState, uuid: &str) -> anyhow::Result<()> {

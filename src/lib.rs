@@ -24,11 +24,11 @@
 pub mod artifact;
 pub mod backup;
 pub mod catalog;
-pub mod commands;
 pub mod cli;
+pub mod commands;
 pub mod db;
-pub mod local_cluster;
 pub mod jobs;
+pub mod local_cluster;
 pub mod pg;
 pub mod recovery;
 pub mod restore;

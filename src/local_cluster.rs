@@ -24,19 +24,13 @@ use crate::pg::PgBinaries;
 /// does make connections over TCP go through password authentication and `PGPASSFILE`.
 const TCP_PASSWORD: &str = "rbk-local-only";
 
-/// Settings for [`LocalCluster::start`].
-#[derive(Debug, Clone)]
+/// Settings for [`LocalCluster::start`]; the default suits tests (not durable, no extras).
+#[derive(Debug, Clone, Default)]
 pub struct ClusterOptions {
     /// `false` turns off fsync and synchronous commit: fine for tests, wrong for benchmarks.
     pub durable: bool,
     /// Extra `-c name=value` server settings.
     pub settings: Vec<(String, String)>,
-}
-
-impl Default for ClusterOptions {
-    fn default() -> Self {
-        Self { durable: false, settings: Vec::new() }
-    }
 }
 
 /// A running throwaway cluster; stopped and deleted on drop.
@@ -109,12 +103,19 @@ impl LocalCluster {
 
     /// Superuser URL over the private unix socket (no password needed).
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@localhost/{database}?host={}&port={}", self.root.display(), self.port)
+        format!(
+            "postgres://postgres@localhost/{database}?host={}&port={}",
+            self.root.display(),
+            self.port
+        )
     }
 
     /// Superuser URL over TCP with password authentication.
     pub fn tcp_url(&self, database: &str) -> String {
-        format!("postgres://postgres:{TCP_PASSWORD}@127.0.0.1:{}/{database}", self.port)
+        format!(
+            "postgres://postgres:{TCP_PASSWORD}@127.0.0.1:{}/{database}",
+            self.port
+        )
     }
 
     pub fn port(&self) -> u16 {
@@ -127,7 +128,9 @@ impl LocalCluster {
 
     fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(self.bins.program(program));
-        cmd.env_remove("PGPASSWORD").env("LC_ALL", "C").stdin(Stdio::null());
+        cmd.env_remove("PGPASSWORD")
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null());
         if let Some((uid, gid)) = self.run_as {
             use std::os::unix::process::CommandExt;
             cmd.uid(uid.as_raw()).gid(gid.as_raw());
@@ -152,7 +155,10 @@ impl LocalCluster {
             .context("running initdb")?;
         std::fs::remove_file(&pwfile).ok();
         if !out.status.success() {
-            bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(())
     }
@@ -167,7 +173,14 @@ impl LocalCluster {
             "-c max_wal_size=4GB".to_owned(),
         ];
         if !options.durable {
-            server_opts.extend(["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"].map(String::from));
+            server_opts.extend(
+                [
+                    "-c fsync=off",
+                    "-c synchronous_commit=off",
+                    "-c full_page_writes=off",
+                ]
+                .map(String::from),
+            );
         }
         server_opts.extend(options.settings.iter().map(|(k, v)| format!("-c {k}={v}")));
         let log = self.root.join("server.log");
@@ -191,7 +204,15 @@ impl LocalCluster {
             bail!(
                 "the local PostgreSQL did not start: {}\n{}",
                 String::from_utf8_lossy(&out.stderr).trim(),
-                log_text.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+                log_text
+                    .lines()
+                    .rev()
+                    .take(15)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n")
             );
         }
         Ok(())
@@ -219,8 +240,16 @@ impl LocalCluster {
         let pg_ctl = self.bins.program("pg_ctl");
         let stop = match self.run_as {
             // runuser is util-linux, present wherever the server package is.
-            Some(_) => format!("runuser -u postgres -- {} -D {} -m immediate stop", shell_quote(&pg_ctl), shell_quote(&self.data_dir)),
-            None => format!("{} -D {} -m immediate stop", shell_quote(&pg_ctl), shell_quote(&self.data_dir)),
+            Some(_) => format!(
+                "runuser -u postgres -- {} -D {} -m immediate stop",
+                shell_quote(&pg_ctl),
+                shell_quote(&self.data_dir)
+            ),
+            None => format!(
+                "{} -D {} -m immediate stop",
+                shell_quote(&pg_ctl),
+                shell_quote(&self.data_dir)
+            ),
         };
         let script = format!(
             "while [ -d /proc/{pid} ]; do sleep 1; done; if [ -f {pidfile} ]; then {stop}; fi >/dev/null 2>&1; rm -rf {root}",

@@ -66,10 +66,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         "serving"
     );
     // The listener is bound, so the server's first call after registering cannot be refused.
-    let sync = settings
-        .inngest
-        .sync_on_startup
-        .then(|| inngest_app.spawn_startup_sync(&settings.serve_url(), inngest::SyncBackoff::default()));
+    let sync = settings.inngest.sync_on_startup.then(|| {
+        inngest_app.spawn_startup_sync(&settings.serve_url(), inngest::SyncBackoff::default())
+    });
     app.run_until_stopped(startup::shutdown_signal()).await?;
     if let Some(sync) = sync {
         sync.abort();

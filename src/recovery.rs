@@ -85,7 +85,10 @@ pub enum RecoveryError {
     #[error("backup verification failed: {0}")]
     Artifact(#[from] crate::artifact::ArtifactError),
     #[error("database error while {context}: {source}")]
-    Database { context: &'static str, source: sqlx::Error },
+    Database {
+        context: &'static str,
+        source: sqlx::Error,
+    },
 }
 
 impl RecoveryError {
@@ -121,13 +124,22 @@ pub async fn prepare(state: &AppState, req: &RestoreRequest) -> Result<RestorePl
         .ok_or_else(|| refused(format!("backup {} does not exist", req.backup_uuid)))?;
     if let Some(tenant) = req.tenant_id {
         if row.tenant_id != Some(tenant) {
-            return Err(refused(format!("backup {} does not belong to tenant {tenant}", row.uuid)));
+            return Err(refused(format!(
+                "backup {} does not belong to tenant {tenant}",
+                row.uuid
+            )));
         }
     }
     if row.status != "success" {
-        return Err(refused(format!("backup {} is {}; only successful backups can be restored", row.uuid, row.status)));
+        return Err(refused(format!(
+            "backup {} is {}; only successful backups can be restored",
+            row.uuid, row.status
+        )));
     }
-    let checksum = row.checksum.clone().ok_or_else(|| refused(format!("backup {} has no checksum", row.uuid)))?;
+    let checksum = row
+        .checksum
+        .clone()
+        .ok_or_else(|| refused(format!("backup {} has no checksum", row.uuid)))?;
     let target = match &req.target_database {
         Some(name) => {
             engine::validate_database_name(name)?;
@@ -154,13 +166,16 @@ pub async fn prepare(state: &AppState, req: &RestoreRequest) -> Result<RestorePl
         &NewRestore {
             uuid: req.restore_uuid,
             tenant_id: row.tenant_id,
-            backup_uuid: Uuid::parse_str(&row.uuid).map_err(|_| refused(format!("backup uuid {:?} is invalid", row.uuid)))?,
+            backup_uuid: Uuid::parse_str(&row.uuid)
+                .map_err(|_| refused(format!("backup uuid {:?} is invalid", row.uuid)))?,
             scope: row.backup_scope.clone(),
             target_database: match &target {
                 Target::Live => None,
                 Target::Database(name) => Some(name.clone()),
             },
-            tables: tables.as_ref().map(|t| t.iter().map(ToString::to_string).collect()),
+            tables: tables
+                .as_ref()
+                .map(|t| t.iter().map(ToString::to_string).collect()),
         },
     )
     .await
@@ -178,7 +193,10 @@ pub async fn prepare(state: &AppState, req: &RestoreRequest) -> Result<RestorePl
 
 /// Table names from a request, matched against the backup's own tables (never the catalog of
 /// some other database): `table` or `schema.table`.
-fn resolve_in_manifest(manifest: Option<&Value>, names: &[String]) -> Result<Vec<TableRef>, RecoveryError> {
+fn resolve_in_manifest(
+    manifest: Option<&Value>,
+    names: &[String],
+) -> Result<Vec<TableRef>, RecoveryError> {
     let manifest: Manifest = manifest
         .cloned()
         .and_then(|m| serde_json::from_value(m).ok())
@@ -186,9 +204,11 @@ fn resolve_in_manifest(manifest: Option<&Value>, names: &[String]) -> Result<Vec
     let mut out = Vec::new();
     let mut unknown = Vec::new();
     for name in names {
-        let found = manifest.tables.iter().map(|t| t.table_ref()).find(|t| {
-            *name == t.to_string() || (!name.contains('.') && *name == t.name)
-        });
+        let found = manifest
+            .tables
+            .iter()
+            .map(|t| t.table_ref())
+            .find(|t| *name == t.to_string() || (!name.contains('.') && *name == t.name));
         match found {
             Some(t) if !out.contains(&t) => out.push(t),
             Some(_) => {}
@@ -198,7 +218,10 @@ fn resolve_in_manifest(manifest: Option<&Value>, names: &[String]) -> Result<Vec
     if unknown.is_empty() {
         Ok(out)
     } else {
-        Err(refused(format!("not in this backup: {}", unknown.join(", "))))
+        Err(refused(format!(
+            "not in this backup: {}",
+            unknown.join(", ")
+        )))
     }
 }
 
@@ -208,9 +231,21 @@ fn resolve_in_manifest(manifest: Option<&Value>, names: &[String]) -> Result<Vec
 /// A damaged artifact or an incompatible target: [`RecoveryError::Refused`].
 pub async fn check(state: &AppState, plan: &RestorePlan) -> Result<(), RecoveryError> {
     let timeout = state.settings.backup.step_timeout;
-    crate::artifact::verify(state.storage.as_ref(), &state.bins, &plan.backup_uuid, Some(&plan.backup_checksum), timeout)
-        .await
-        .map_err(|e| if e.is_retriable() { RecoveryError::Artifact(e) } else { refused(format!("backup verification failed: {e}")) })?;
+    crate::artifact::verify(
+        state.storage.as_ref(),
+        &state.bins,
+        &plan.backup_uuid,
+        Some(&plan.backup_checksum),
+        timeout,
+    )
+    .await
+    .map_err(|e| {
+        if e.is_retriable() {
+            RecoveryError::Artifact(e)
+        } else {
+            refused(format!("backup verification failed: {e}"))
+        }
+    })?;
     let manifest = manifest(state, plan).await?;
     let target = target_conn(state, plan);
     let Some((catalog, version)) = existing_catalog(state, &target).await? else {
@@ -222,13 +257,21 @@ pub async fn check(state: &AppState, plan: &RestorePlan) -> Result<(), RecoveryE
     let entries: Vec<_> = manifest
         .tables
         .iter()
-        .filter(|e| plan.tables.as_ref().is_none_or(|t| t.contains(&e.table_ref())))
+        .filter(|e| {
+            plan.tables
+                .as_ref()
+                .is_none_or(|t| t.contains(&e.table_ref()))
+        })
         .collect();
     let problems = engine::compat::check(&catalog, version, &manifest, &entries);
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(refused(format!("the target is not compatible with backup {}: {}", plan.backup_uuid, problems.join("; "))))
+        Err(refused(format!(
+            "the target is not compatible with backup {}: {}",
+            plan.backup_uuid,
+            problems.join("; ")
+        )))
     }
 }
 
@@ -238,7 +281,11 @@ pub async fn check(state: &AppState, plan: &RestorePlan) -> Result<(), RecoveryE
 ///
 /// # Errors
 /// The safety backup fails; then nothing has been replaced.
-pub async fn safety_backup(state: &AppState, plan: &RestorePlan, run_id: &str) -> Result<Option<String>, RecoveryError> {
+pub async fn safety_backup(
+    state: &AppState,
+    plan: &RestorePlan,
+    run_id: &str,
+) -> Result<Option<String>, RecoveryError> {
     if plan.target != Target::Live {
         return Ok(None);
     }
@@ -248,11 +295,23 @@ pub async fn safety_backup(state: &AppState, plan: &RestorePlan, run_id: &str) -
         "all" if plan.tables.is_none() => (BackupScope::All, Vec::new()),
         _ => {
             let manifest = manifest(state, plan).await?;
-            let tables = plan.tables.clone().unwrap_or_else(|| manifest.tables.iter().map(|t| t.table_ref()).collect());
-            (BackupScope::Table, tables.iter().map(ToString::to_string).collect())
+            let tables = plan
+                .tables
+                .clone()
+                .unwrap_or_else(|| manifest.tables.iter().map(|t| t.table_ref()).collect());
+            (
+                BackupScope::Table,
+                tables.iter().map(ToString::to_string).collect(),
+            )
         }
     };
-    let spec = BackupSpec { uuid: uuid.clone(), backup_type: BackupType::Full, scope, tenant_id: plan.tenant_id, tables };
+    let spec = BackupSpec {
+        uuid: uuid.clone(),
+        backup_type: BackupType::Full,
+        scope,
+        tenant_id: plan.tenant_id,
+        tables,
+    };
     backup_rows::insert(
         &state.pool,
         &NewBackup {
@@ -266,7 +325,8 @@ pub async fn safety_backup(state: &AppState, plan: &RestorePlan, run_id: &str) -
     )
     .await
     .map_err(db("recording the safety backup"))?;
-    let restore_uuid = Uuid::parse_str(&plan.restore_uuid).map_err(|_| refused("invalid restore uuid"))?;
+    let restore_uuid =
+        Uuid::parse_str(&plan.restore_uuid).map_err(|_| refused("invalid restore uuid"))?;
     // A pool owned by this future: `claim` is generic over its executor, and a borrow of the
     // caller's state there trips rustc's "Send is not general enough" (rust-lang/rust#102211).
     let pool = state.pool.clone();
@@ -285,9 +345,13 @@ pub async fn safety_backup(state: &AppState, plan: &RestorePlan, run_id: &str) -
             });
         }
     }
-    restore_rows::set_safety_backup(&state.pool, restore_uuid, Uuid::parse_str(&uuid).map_err(|_| refused("invalid uuid"))?)
-        .await
-        .map_err(db("recording the safety backup"))?;
+    restore_rows::set_safety_backup(
+        &state.pool,
+        restore_uuid,
+        Uuid::parse_str(&uuid).map_err(|_| refused("invalid uuid"))?,
+    )
+    .await
+    .map_err(db("recording the safety backup"))?;
     Ok(Some(uuid))
 }
 
@@ -295,7 +359,10 @@ pub async fn safety_backup(state: &AppState, plan: &RestorePlan, run_id: &str) -
 ///
 /// # Errors
 /// The backup's error.
-pub async fn take_backup(state: &AppState, spec: &BackupSpec) -> Result<BackupOutcome, RecoveryError> {
+pub async fn take_backup(
+    state: &AppState,
+    spec: &BackupSpec,
+) -> Result<BackupOutcome, RecoveryError> {
     let result = dump_verify_record(state, spec).await;
     if let Err(e) = &result {
         let _ = backup::discard(state, &spec.uuid).await;
@@ -304,12 +371,24 @@ pub async fn take_backup(state: &AppState, spec: &BackupSpec) -> Result<BackupOu
     result
 }
 
-async fn dump_verify_record(state: &AppState, spec: &BackupSpec) -> Result<BackupOutcome, RecoveryError> {
+async fn dump_verify_record(
+    state: &AppState,
+    spec: &BackupSpec,
+) -> Result<BackupOutcome, RecoveryError> {
     backup::validate(state, spec).await?;
     let outcome = backup::run(state, spec).await?;
     let timeout = state.settings.backup.step_timeout;
-    crate::artifact::verify(state.storage.as_ref(), &state.bins, &spec.uuid, Some(&outcome.manifest_sha256), timeout).await?;
-    backup_rows::mark_success(&state.pool, &spec.uuid, &outcome).await.map_err(db("recording the backup"))?;
+    crate::artifact::verify(
+        state.storage.as_ref(),
+        &state.bins,
+        &spec.uuid,
+        Some(&outcome.manifest_sha256),
+        timeout,
+    )
+    .await?;
+    backup_rows::mark_success(&state.pool, &spec.uuid, &outcome)
+        .await
+        .map_err(db("recording the backup"))?;
     Ok(outcome)
 }
 
@@ -328,9 +407,14 @@ pub async fn apply(state: &AppState, plan: &RestorePlan) -> Result<Value, Recove
     let mode = match &plan.target {
         Target::Live => RestoreMode::ReplaceTables,
         Target::Database(name) => {
-            let mut admin = sqlx::PgConnection::connect_with(&state.conn.connect_options()).await.map_err(db("connecting"))?;
+            let mut admin = sqlx::PgConnection::connect_with(&state.conn.connect_options())
+                .await
+                .map_err(db("connecting"))?;
             let created = engine::ensure_database(&mut admin, name).await?;
-            let empty = created || existing_catalog(state, &target).await?.is_none_or(|(c, _)| c.tables().next().is_none());
+            let empty = created
+                || existing_catalog(state, &target)
+                    .await?
+                    .is_none_or(|(c, _)| c.tables().next().is_none());
             if empty {
                 RestoreMode::Fresh
             } else {
@@ -338,17 +422,35 @@ pub async fn apply(state: &AppState, plan: &RestorePlan) -> Result<Value, Recove
             }
         }
     };
-    let report = engine::restore_into_database(state, &manifest, &target, plan.tables.clone(), mode).await?;
-    Ok(Value::Object(report.tables.iter().map(|c| (c.table.to_string(), json!(c.rows))).collect()))
+    let report =
+        engine::restore_into_database(state, &manifest, &target, plan.tables.clone(), mode).await?;
+    Ok(Value::Object(
+        report
+            .tables
+            .iter()
+            .map(|c| (c.table.to_string(), json!(c.rows)))
+            .collect(),
+    ))
 }
 
-async fn apply_tenant(state: &AppState, plan: &RestorePlan, manifest: &Manifest, target: &ConnInfo) -> Result<Value, RecoveryError> {
-    let tenant_id = manifest.tenant_id.ok_or_else(|| refused("not a tenant backup"))?;
+async fn apply_tenant(
+    state: &AppState,
+    plan: &RestorePlan,
+    manifest: &Manifest,
+    target: &ConnInfo,
+) -> Result<Value, RecoveryError> {
+    let tenant_id = manifest
+        .tenant_id
+        .ok_or_else(|| refused("not a tenant backup"))?;
     if plan.tables.is_some() {
-        return Err(refused("a tenant restore replaces all of the tenant's backed-up rows; tables cannot be chosen"));
+        return Err(refused(
+            "a tenant restore replaces all of the tenant's backed-up rows; tables cannot be chosen",
+        ));
     }
     if let Target::Database(name) = &plan.target {
-        let mut admin = sqlx::PgConnection::connect_with(&state.conn.connect_options()).await.map_err(db("connecting"))?;
+        let mut admin = sqlx::PgConnection::connect_with(&state.conn.connect_options())
+            .await
+            .map_err(db("connecting"))?;
         if engine::ensure_database(&mut admin, name).await? {
             return Err(refused(format!(
                 "database {name} did not exist; a tenant backup restores into a database that has the schema (restore a whole-database backup there first)"
@@ -359,41 +461,80 @@ async fn apply_tenant(state: &AppState, plan: &RestorePlan, manifest: &Manifest,
         .await
         .map_err(|_| engine::RestoreError::Busy(state.settings.backup.max_concurrent))?
         .map_err(|_| engine::RestoreError::Cancelled)?;
-    let pool = crate::db::connect(target, 1).await.map_err(db("connecting to the target"))?;
-    let catalog = Catalog::load(&pool).await.map_err(db("reading the target's catalog"))?;
-    let mut conn = pool.acquire().await.map_err(db("connecting to the target"))?;
+    let pool = crate::db::connect(target, 1)
+        .await
+        .map_err(db("connecting to the target"))?;
+    let catalog = Catalog::load(&pool)
+        .await
+        .map_err(db("reading the target's catalog"))?;
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(db("connecting to the target"))?;
     let mut opts = crate::tenant::restore::RestoreOptions::new(tenant_id);
     opts.tenants_table = state.settings.backup.tenants_table.clone();
-    opts.skip = crate::db::OWN_TABLES.iter().map(|t| TableRef::new("public", t)).collect();
+    opts.skip = crate::db::OWN_TABLES
+        .iter()
+        .map(|t| TableRef::new("public", t))
+        .collect();
     opts.statement_timeout = state.settings.backup.step_timeout;
-    let work = crate::tenant::restore::restore(&mut conn, &catalog, state.storage.as_ref(), manifest, &opts);
+    let work = crate::tenant::restore::restore(
+        &mut conn,
+        &catalog,
+        state.storage.as_ref(),
+        manifest,
+        &opts,
+    );
     let report = tokio::select! {
         r = work => r?,
         () = state.shutdown.cancelled() => return Err(engine::RestoreError::Cancelled.into()),
     };
-    Ok(Value::Object(report.tables.iter().map(|t| (t.table.to_string(), json!(t.inserted))).collect()))
+    Ok(Value::Object(
+        report
+            .tables
+            .iter()
+            .map(|t| (t.table.to_string(), json!(t.inserted)))
+            .collect(),
+    ))
 }
 
 /// Phase 5: success.
 ///
 /// # Errors
 /// Database errors.
-pub async fn finish(state: &AppState, plan: &RestorePlan, rows: &Value) -> Result<(), RecoveryError> {
+pub async fn finish(
+    state: &AppState,
+    plan: &RestorePlan,
+    rows: &Value,
+) -> Result<(), RecoveryError> {
     let uuid = Uuid::parse_str(&plan.restore_uuid).map_err(|_| refused("invalid restore uuid"))?;
-    restore_rows::mark_success(&state.pool, uuid, rows).await.map_err(db("recording the restore"))
+    restore_rows::mark_success(&state.pool, uuid, rows)
+        .await
+        .map_err(db("recording the restore"))
 }
 
 /// Phase 5: failure, with the useful part of the error.
 ///
 /// # Errors
 /// Database errors.
-pub async fn fail(state: &AppState, restore_uuid: Uuid, message: &str) -> Result<(), RecoveryError> {
-    restore_rows::mark_failed(&state.pool, restore_uuid, message).await.map_err(db("recording the failure"))
+pub async fn fail(
+    state: &AppState,
+    restore_uuid: Uuid,
+    message: &str,
+) -> Result<(), RecoveryError> {
+    restore_rows::mark_failed(&state.pool, restore_uuid, message)
+        .await
+        .map_err(db("recording the failure"))
 }
 
 /// The backup's manifest, checked against the row's checksum.
 async fn manifest(state: &AppState, plan: &RestorePlan) -> Result<Manifest, RecoveryError> {
-    let (manifest, _) = crate::artifact::read_manifest(state.storage.as_ref(), &plan.backup_uuid, Some(&plan.backup_checksum)).await?;
+    let (manifest, _) = crate::artifact::read_manifest(
+        state.storage.as_ref(),
+        &plan.backup_uuid,
+        Some(&plan.backup_checksum),
+    )
+    .await?;
     Ok(manifest)
 }
 
@@ -405,19 +546,33 @@ fn target_conn(state: &AppState, plan: &RestorePlan) -> ConnInfo {
 }
 
 /// The catalog and server version of `target`, or `None` when the database does not exist.
-async fn existing_catalog(state: &AppState, target: &ConnInfo) -> Result<Option<(Catalog, i32)>, RecoveryError> {
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(&target.database)
-        .fetch_one(&state.pool)
-        .await
-        .map_err(db("looking up the target database"))?;
+async fn existing_catalog(
+    state: &AppState,
+    target: &ConnInfo,
+) -> Result<Option<(Catalog, i32)>, RecoveryError> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&target.database)
+            .fetch_one(&state.pool)
+            .await
+            .map_err(db("looking up the target database"))?;
     if !exists {
         return Ok(None);
     }
-    let pool = crate::db::connect(target, 1).await.map_err(db("connecting to the target"))?;
-    let catalog = Catalog::load(&pool).await.map_err(db("reading the target's catalog"))?;
-    let version: String = sqlx::query_scalar("SHOW server_version_num").fetch_one(&pool).await.map_err(db("reading the server version"))?;
-    let skip: Vec<TableRef> = crate::db::OWN_TABLES.iter().map(|t| TableRef::new("public", t)).collect();
+    let pool = crate::db::connect(target, 1)
+        .await
+        .map_err(db("connecting to the target"))?;
+    let catalog = Catalog::load(&pool)
+        .await
+        .map_err(db("reading the target's catalog"))?;
+    let version: String = sqlx::query_scalar("SHOW server_version_num")
+        .fetch_one(&pool)
+        .await
+        .map_err(db("reading the server version"))?;
+    let skip: Vec<TableRef> = crate::db::OWN_TABLES
+        .iter()
+        .map(|t| TableRef::new("public", t))
+        .collect();
     let catalog = catalog.without(&skip);
     Ok(Some((catalog, version.parse().unwrap_or(0))))
 }

@@ -70,7 +70,10 @@ pub struct DatabaseSettings {
 impl fmt::Debug for DatabaseSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DatabaseSettings")
-            .field("url", &self.url.as_ref().map(|u| redact_url(u.expose_secret())))
+            .field(
+                "url",
+                &self.url.as_ref().map(|u| redact_url(u.expose_secret())),
+            )
             .field("max_connections", &self.max_connections)
             .finish()
     }
@@ -177,7 +180,11 @@ impl Settings {
             raw.insert(k.clone(), v.clone());
         }
         // An empty value means "unset" (`Parser::get`), except where a key gives it a meaning.
-        Parser { raw, problems: Vec::new() }.parse()
+        Parser {
+            raw,
+            problems: Vec::new(),
+        }
+        .parse()
     }
 
     /// The URL the Inngest server must POST step calls to.
@@ -191,12 +198,17 @@ impl Settings {
 }
 
 fn read_file(path: &Path) -> Result<BTreeMap<String, String>, SettingsError> {
-    let fail = |msg: String| SettingsError { problems: vec![msg] };
+    let fail = |msg: String| SettingsError {
+        problems: vec![msg],
+    };
     let text = std::fs::read_to_string(path)
         .map_err(|e| fail(format!("cannot read settings file {}: {e}", path.display())))?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e| fail(format!("settings file {} is not valid TOML: {e}", path.display())))?;
+    let table: toml::Table = text.parse().map_err(|e| {
+        fail(format!(
+            "settings file {} is not valid TOML: {e}",
+            path.display()
+        ))
+    })?;
     let mut out = BTreeMap::new();
     let mut problems = Vec::new();
     for (key, value) in table {
@@ -212,7 +224,9 @@ fn read_file(path: &Path) -> Result<BTreeMap<String, String>, SettingsError> {
             toml::Value::Integer(i) => i.to_string(),
             toml::Value::Boolean(b) => b.to_string(),
             other => {
-                problems.push(format!("{key} must be a string, number or boolean, not {other}"));
+                problems.push(format!(
+                    "{key} must be a string, number or boolean, not {other}"
+                ));
                 continue;
             }
         };
@@ -232,7 +246,10 @@ struct Parser {
 
 impl Parser {
     fn get(&self, key: &str) -> Option<String> {
-        self.raw.get(key).map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+        self.raw
+            .get(key)
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
     }
 
     fn number<T: std::str::FromStr + PartialOrd + fmt::Display + Copy>(
@@ -293,13 +310,25 @@ impl Parser {
         let bind = self.bind();
         let http = HttpSettings {
             bind,
-            shutdown_timeout: Duration::from_secs(self.number("SHUTDOWN_TIMEOUT_SECS", 30, 1, 3600)),
+            shutdown_timeout: Duration::from_secs(self.number(
+                "SHUTDOWN_TIMEOUT_SECS",
+                30,
+                1,
+                3600,
+            )),
         };
-        let storage_dir = PathBuf::from(self.get("BACKUP_STORAGE_DIR").unwrap_or_else(|| "./backups".to_owned()));
+        let storage_dir = PathBuf::from(
+            self.get("BACKUP_STORAGE_DIR")
+                .unwrap_or_else(|| "./backups".to_owned()),
+        );
         let backup = self.backup();
         let inngest = self.inngest(database.url.is_none(), bind);
         let jwt_secret = self.secret("JWT_SECRET_KEY");
-        let log_format = match self.get("LOG_FORMAT").map(|s| s.to_ascii_lowercase()).as_deref() {
+        let log_format = match self
+            .get("LOG_FORMAT")
+            .map(|s| s.to_ascii_lowercase())
+            .as_deref()
+        {
             None | Some("pretty") => LogFormat::Pretty,
             Some("json") => LogFormat::Json,
             Some(other) => {
@@ -309,9 +338,19 @@ impl Parser {
             }
         };
         if self.problems.is_empty() {
-            Ok(Settings { database, http, storage_dir, backup, inngest, jwt_secret, log_format })
+            Ok(Settings {
+                database,
+                http,
+                storage_dir,
+                backup,
+                inngest,
+                jwt_secret,
+                log_format,
+            })
         } else {
-            Err(SettingsError { problems: self.problems })
+            Err(SettingsError {
+                problems: self.problems,
+            })
         }
     }
 
@@ -356,7 +395,12 @@ impl Parser {
             max_concurrent: self.number("BACKUP_MAX_CONCURRENT", 2, 1, 64),
             jobs: self.number("BACKUP_JOBS", 2, 1, 32),
             compression_level: self.number("BACKUP_COMPRESSION_LEVEL", 1, 1, 19),
-            step_timeout: Duration::from_secs(self.number("BACKUP_STEP_TIMEOUT_SECS", 6900, 10, 7200)),
+            step_timeout: Duration::from_secs(self.number(
+                "BACKUP_STEP_TIMEOUT_SECS",
+                6900,
+                10,
+                7200,
+            )),
             tenants_table,
         }
     }
@@ -365,7 +409,12 @@ impl Parser {
         // INNGEST_DEV: truthy or a URL selects dev mode; 0/false forces cloud (protocol §1.1).
         let (dev, dev_url) = match self.get("INNGEST_DEV") {
             None => (local_database, None),
-            Some(v) if matches!(v.to_ascii_lowercase().as_str(), "0" | "false" | "no" | "off") => {
+            Some(v)
+                if matches!(
+                    v.to_ascii_lowercase().as_str(),
+                    "0" | "false" | "no" | "off"
+                ) =>
+            {
                 (false, None)
             }
             Some(v) if v.starts_with("http://") || v.starts_with("https://") => {
@@ -388,7 +437,10 @@ impl Parser {
             .unwrap_or_else(|| default_event.to_owned());
         let signing_key = self.secret("INNGEST_SIGNING_KEY");
         let signing_key_fallback = self.secret("INNGEST_SIGNING_KEY_FALLBACK");
-        for (key, value) in [("INNGEST_SIGNING_KEY", &signing_key), ("INNGEST_SIGNING_KEY_FALLBACK", &signing_key_fallback)] {
+        for (key, value) in [
+            ("INNGEST_SIGNING_KEY", &signing_key),
+            ("INNGEST_SIGNING_KEY_FALLBACK", &signing_key_fallback),
+        ] {
             if let Some(k) = value {
                 if !valid_signing_key(k.expose_secret()) {
                     self.problems.push(format!(
@@ -408,17 +460,29 @@ impl Parser {
             Some(o) => o,
             None => {
                 // 0.0.0.0 is not an address anyone can call; advertise loopback instead.
-                let host = if bind.ip().is_unspecified() { "127.0.0.1".to_owned() } else { bind.ip().to_string() };
+                let host = if bind.ip().is_unspecified() {
+                    "127.0.0.1".to_owned()
+                } else {
+                    bind.ip().to_string()
+                };
                 format!("http://{host}:{}", bind.port())
             }
         };
-        let serve_path = self.get("INNGEST_SERVE_PATH").unwrap_or_else(|| "/api/inngest".to_owned());
+        let serve_path = self
+            .get("INNGEST_SERVE_PATH")
+            .unwrap_or_else(|| "/api/inngest".to_owned());
         if !serve_path.starts_with('/') {
-            self.problems
-                .push(format!("INNGEST_SERVE_PATH={serve_path:?} must start with /"));
+            self.problems.push(format!(
+                "INNGEST_SERVE_PATH={serve_path:?} must start with /"
+            ));
         }
-        let app_id = self.get("INNGEST_APP_ID").unwrap_or_else(|| "riveredge-backup".to_owned());
-        if !app_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        let app_id = self
+            .get("INNGEST_APP_ID")
+            .unwrap_or_else(|| "riveredge-backup".to_owned());
+        if !app_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             self.problems.push(format!(
                 "INNGEST_APP_ID={app_id:?} may contain only letters, digits, - and _"
             ));
@@ -445,7 +509,9 @@ fn valid_signing_key(key: &str) -> bool {
         Some(rest) => rest.split_once('-').map_or("", |(_, h)| h),
         None => key,
     };
-    !hex_part.is_empty() && hex_part.len() % 2 == 0 && hex_part.chars().all(|c| c.is_ascii_hexdigit())
+    !hex_part.is_empty()
+        && hex_part.len() % 2 == 0
+        && hex_part.chars().all(|c| c.is_ascii_hexdigit())
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`, for messages and Debug.
@@ -459,7 +525,11 @@ pub fn redact_url(raw: &str) -> String {
             let pairs: Vec<(String, String)> = u
                 .query_pairs()
                 .map(|(k, v)| {
-                    let v = if k == "password" { "***".to_owned() } else { v.into_owned() };
+                    let v = if k == "password" {
+                        "***".to_owned()
+                    } else {
+                        v.into_owned()
+                    };
                     (k.into_owned(), v)
                 })
                 .collect();
@@ -477,7 +547,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -491,8 +564,11 @@ mod tests {
 
     #[test]
     fn a_real_database_without_signing_key_or_dev_flag_is_refused_with_advice() {
-        let err = Settings::from_sources(&env(&[("DATABASE_URL", "postgres://u:p@db/riveredge")]), None)
-            .unwrap_err();
+        let err = Settings::from_sources(
+            &env(&[("DATABASE_URL", "postgres://u:p@db/riveredge")]),
+            None,
+        )
+        .unwrap_err();
         let text = err.to_string();
         assert!(text.contains("INNGEST_SIGNING_KEY is required"), "{text}");
         assert!(text.contains("INNGEST_DEV=1"), "{text}");
@@ -501,7 +577,11 @@ mod tests {
     #[test]
     fn all_problems_are_reported_together() {
         let err = Settings::from_sources(
-            &env(&[("BIND_ADDRESS", "nope"), ("BACKUP_JOBS", "0"), ("LOG_FORMAT", "xml")]),
+            &env(&[
+                ("BIND_ADDRESS", "nope"),
+                ("BACKUP_JOBS", "0"),
+                ("LOG_FORMAT", "xml"),
+            ]),
             None,
         )
         .unwrap_err();
@@ -512,7 +592,10 @@ mod tests {
     fn debug_output_never_contains_secrets() {
         let s = Settings::from_sources(
             &env(&[
-                ("DATABASE_URL", "postgres://app:hunter2@db:5432/riveredge?password=hunter3"),
+                (
+                    "DATABASE_URL",
+                    "postgres://app:hunter2@db:5432/riveredge?password=hunter3",
+                ),
                 ("INNGEST_SIGNING_KEY", "signkey-prod-abcdef0123"),
                 ("INNGEST_EVENT_KEY", "evkey-secret"),
                 ("JWT_SECRET_KEY", "jwt-secret-value"),
@@ -521,16 +604,28 @@ mod tests {
         )
         .unwrap();
         let text = format!("{s:?}");
-        for secret in ["hunter2", "hunter3", "abcdef0123", "evkey-secret", "jwt-secret-value"] {
+        for secret in [
+            "hunter2",
+            "hunter3",
+            "abcdef0123",
+            "evkey-secret",
+            "jwt-secret-value",
+        ] {
             assert!(!text.contains(secret), "{secret} leaked in {text}");
         }
-        assert!(text.contains("db:5432"), "non-secret parts stay visible: {text}");
+        assert!(
+            text.contains("db:5432"),
+            "non-secret parts stay visible: {text}"
+        );
     }
 
     #[test]
     fn dev_url_sets_both_origins_and_explicit_origins_win() {
         let s = Settings::from_sources(
-            &env(&[("INNGEST_DEV", "http://inngest:8288/"), ("INNGEST_EVENT_API_BASE_URL", "http://events:9000")]),
+            &env(&[
+                ("INNGEST_DEV", "http://inngest:8288/"),
+                ("INNGEST_EVENT_API_BASE_URL", "http://events:9000"),
+            ]),
             None,
         )
         .unwrap();
@@ -547,7 +642,10 @@ mod tests {
         let s = Settings::from_sources(&env(&[("BACKUP_JOBS", "3")]), Some(&path)).unwrap();
         assert_eq!(s.backup.jobs, 3);
         assert_eq!(s.http.bind.port(), 3000);
-        assert_eq!(s.inngest.serve_origin, "http://127.0.0.1:3000", "0.0.0.0 is advertised as loopback");
+        assert_eq!(
+            s.inngest.serve_origin, "http://127.0.0.1:3000",
+            "0.0.0.0 is advertised as loopback"
+        );
 
         std::fs::write(&path, "BACKUP_JOB = 4\n").unwrap();
         let err = Settings::from_sources(&env(&[]), Some(&path)).unwrap_err();

@@ -53,11 +53,16 @@ impl Database {
     pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
         use secrecy::ExposeSecret;
         let (conn, local) = match &settings.database.url {
-            Some(url) => (ConnInfo::parse(url.expose_secret()).context("DATABASE_URL")?, None),
+            Some(url) => (
+                ConnInfo::parse(url.expose_secret()).context("DATABASE_URL")?,
+                None,
+            ),
             None => {
                 let bins = PgBinaries::locate(settings.backup.pg_bin_dir.as_deref(), None)?;
-                let cluster = tokio::task::spawn_blocking(move || LocalCluster::start(&bins, &ClusterOptions::default()))
-                    .await??;
+                let cluster = tokio::task::spawn_blocking(move || {
+                    LocalCluster::start(&bins, &ClusterOptions::default())
+                })
+                .await??;
                 let conn = ConnInfo::parse(&cluster.url("postgres"))?;
                 tracing::warn!(
                     url = %conn.display_url(),
@@ -70,10 +75,18 @@ impl Database {
         let pool = crate::db::connect(&conn, settings.database.max_connections)
             .await
             .with_context(|| format!("connecting to {}", conn.display_url()))?;
-        crate::db::MIGRATOR.run(&pool).await.context("applying migrations")?;
+        crate::db::MIGRATOR
+            .run(&pool)
+            .await
+            .context("applying migrations")?;
         let server_major = server_major(&pool).await?;
         let bins = PgBinaries::locate(settings.backup.pg_bin_dir.as_deref(), Some(server_major))?;
-        Ok(Self { conn, pool, bins, local })
+        Ok(Self {
+            conn,
+            pool,
+            bins,
+            local,
+        })
     }
 }
 
@@ -82,16 +95,26 @@ impl Database {
 /// # Errors
 /// The query fails.
 pub async fn server_major(pool: &PgPool) -> anyhow::Result<u32> {
-    let num: String = sqlx::query_scalar("SHOW server_version_num").fetch_one(pool).await?;
+    let num: String = sqlx::query_scalar("SHOW server_version_num")
+        .fetch_one(pool)
+        .await?;
     Ok(num.parse::<u32>().context("server_version_num")? / 10000)
 }
 
 impl AppState {
     /// # Errors
     /// The storage directory cannot be created.
-    pub fn new(settings: Arc<Settings>, db: &Database, shutdown: CancellationToken) -> anyhow::Result<Self> {
-        let storage = LocalStorage::open(&settings.storage_dir)
-            .with_context(|| format!("opening BACKUP_STORAGE_DIR {}", settings.storage_dir.display()))?;
+    pub fn new(
+        settings: Arc<Settings>,
+        db: &Database,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let storage = LocalStorage::open(&settings.storage_dir).with_context(|| {
+            format!(
+                "opening BACKUP_STORAGE_DIR {}",
+                settings.storage_dir.display()
+            )
+        })?;
         Ok(Self {
             pool: db.pool.clone(),
             conn: db.conn.clone(),
@@ -122,11 +145,20 @@ pub fn router(state: AppState, inngest: Router) -> Router {
 }
 
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
-    match sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool).await {
-        Ok(_) => (StatusCode::OK, Json(serde_json::json!({"status": "ok", "database": "ok"}))),
+    match sqlx::query_scalar::<_, i32>("SELECT 1")
+        .fetch_one(&state.pool)
+        .await
+    {
+        Ok(_) => (
+            StatusCode::OK,
+            Json(serde_json::json!({"status": "ok", "database": "ok"})),
+        ),
         Err(e) => {
             tracing::warn!(error = %e, "health check: database unreachable");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": "degraded", "database": "unreachable"})))
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({"status": "degraded", "database": "unreachable"})),
+            )
         }
     }
 }
@@ -142,8 +174,18 @@ pub struct App {
 impl App {
     /// # Errors
     /// The listener has no local address.
-    pub fn build(listener: TcpListener, router: Router, shutdown_timeout: Duration, shutdown: CancellationToken) -> Self {
-        Self { listener, router, shutdown_timeout, shutdown }
+    pub fn build(
+        listener: TcpListener,
+        router: Router,
+        shutdown_timeout: Duration,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            listener,
+            router,
+            shutdown_timeout,
+            shutdown,
+        }
     }
 
     /// The bound port (tests bind port 0).
@@ -161,7 +203,10 @@ impl App {
     ///
     /// # Errors
     /// The server fails.
-    pub async fn run_until_stopped(self, signal: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let token = self.shutdown.clone();
         let graceful = token.clone();
         let server = axum::serve(self.listener, self.router.into_make_service())

@@ -37,7 +37,9 @@ impl ObjectKey {
             && raw.split('/').all(|seg| {
                 !seg.is_empty()
                     && !seg.starts_with('.')
-                    && seg.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+                    && seg
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
             });
         if ok {
             Ok(Self(raw.to_owned()))
@@ -76,7 +78,8 @@ pub type ObjectReader = Box<dyn AsyncRead + Send + Unpin>;
 
 /// Artifact storage. Implementations must make [`Storage::create`]d objects atomic.
 pub trait Storage: Send + Sync + fmt::Debug {
-    fn create<'a>(&'a self, key: &'a ObjectKey) -> BoxFuture<'a, io::Result<Box<dyn ObjectWriter>>>;
+    fn create<'a>(&'a self, key: &'a ObjectKey)
+        -> BoxFuture<'a, io::Result<Box<dyn ObjectWriter>>>;
     fn open<'a>(&'a self, key: &'a ObjectKey) -> BoxFuture<'a, io::Result<ObjectReader>>;
     /// Size of a committed object, `None` if absent.
     fn size<'a>(&'a self, key: &'a ObjectKey) -> BoxFuture<'a, io::Result<Option<u64>>>;
@@ -103,7 +106,10 @@ impl LocalStorage {
     /// # Errors
     /// The directory cannot be created.
     pub fn open(root: &Path) -> io::Result<Self> {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(root.join(PARTIAL_DIR))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root.join(PARTIAL_DIR))?;
         let root = root.canonicalize()?;
         Ok(Self { root })
     }
@@ -125,7 +131,12 @@ impl LocalStorage {
         let mut removed = 0;
         for entry in std::fs::read_dir(self.root.join(PARTIAL_DIR))? {
             let entry = entry?;
-            let old = entry.metadata()?.modified()?.elapsed().map(|a| a >= min_age).unwrap_or(false);
+            let old = entry
+                .metadata()?
+                .modified()?
+                .elapsed()
+                .map(|a| a >= min_age)
+                .unwrap_or(false);
             if old && std::fs::remove_file(entry.path()).is_ok() {
                 removed += 1;
             }
@@ -135,11 +146,22 @@ impl LocalStorage {
 }
 
 impl Storage for LocalStorage {
-    fn create<'a>(&'a self, key: &'a ObjectKey) -> BoxFuture<'a, io::Result<Box<dyn ObjectWriter>>> {
+    fn create<'a>(
+        &'a self,
+        key: &'a ObjectKey,
+    ) -> BoxFuture<'a, io::Result<Box<dyn ObjectWriter>>> {
         Box::pin(async move {
             let final_path = self.path(key);
-            let partial = self.root.join(PARTIAL_DIR).join(format!("{}.{}", key.as_str().replace('/', "__"), uuid::Uuid::new_v4().simple()));
-            let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&partial)?;
+            let partial = self.root.join(PARTIAL_DIR).join(format!(
+                "{}.{}",
+                key.as_str().replace('/', "__"),
+                uuid::Uuid::new_v4().simple()
+            ));
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&partial)?;
             Ok(Box::new(LocalWriter {
                 file: Some(tokio::fs::File::from_std(file)),
                 partial: Some(partial),
@@ -182,7 +204,9 @@ impl Storage for LocalStorage {
                     let path = entry.path();
                     if entry.file_type().await?.is_dir() {
                         stack.push(path);
-                    } else if let Some(rel) = path.strip_prefix(&self.root).ok().and_then(Path::to_str) {
+                    } else if let Some(rel) =
+                        path.strip_prefix(&self.root).ok().and_then(Path::to_str)
+                    {
                         if let Ok(key) = ObjectKey::parse(rel) {
                             out.push(key);
                         }
@@ -224,9 +248,16 @@ struct LocalWriter {
 }
 
 impl AsyncWrite for LocalWriter {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        let file = this.file.as_mut().ok_or_else(|| io::Error::other("writer already committed"))?;
+        let file = this
+            .file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("writer already committed"))?;
         let n = futures::ready!(Pin::new(file).poll_write(cx, buf))?;
         this.written += n as u64;
         Poll::Ready(Ok(n))
@@ -250,13 +281,22 @@ impl AsyncWrite for LocalWriter {
 impl ObjectWriter for LocalWriter {
     fn commit(mut self: Box<Self>) -> BoxFuture<'static, io::Result<u64>> {
         Box::pin(async move {
-            let mut file = self.file.take().ok_or_else(|| io::Error::other("writer already committed"))?;
+            let mut file = self
+                .file
+                .take()
+                .ok_or_else(|| io::Error::other("writer already committed"))?;
             tokio::io::AsyncWriteExt::flush(&mut file).await?;
             file.sync_all().await?;
             drop(file);
-            let partial = self.partial.clone().ok_or_else(|| io::Error::other("writer already committed"))?;
+            let partial = self
+                .partial
+                .clone()
+                .ok_or_else(|| io::Error::other("writer already committed"))?;
             let parent = self.final_path.parent().unwrap_or(&self.root).to_owned();
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&parent)?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&parent)?;
             tokio::fs::rename(&partial, &self.final_path).await?;
             self.partial = None;
             // The rename is durable only once the directory entry is.
@@ -282,7 +322,17 @@ mod tests {
 
     #[test]
     fn keys_cannot_escape_the_root() {
-        for bad in ["", "/etc/passwd", "../x", "a/../b", "a//b", ".partial/x", "a/.hidden", "a b", "a\\b"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a//b",
+            ".partial/x",
+            "a/.hidden",
+            "a b",
+            "a\\b",
+        ] {
             assert!(ObjectKey::parse(bad).is_err(), "{bad:?} accepted");
         }
         assert!(ObjectKey::parse("3f2a/data/0001.copy.zst").is_ok());
@@ -295,15 +345,31 @@ mod tests {
         let key = ObjectKey::parse("b1/manifest.json").unwrap();
         let mut w = store.create(&key).await.unwrap();
         w.write_all(b"hello").await.unwrap();
-        assert_eq!(store.size(&key).await.unwrap(), None, "invisible before commit");
+        assert_eq!(
+            store.size(&key).await.unwrap(),
+            None,
+            "invisible before commit"
+        );
         assert_eq!(w.commit().await.unwrap(), 5);
         assert_eq!(store.size(&key).await.unwrap(), Some(5));
-        let mode = std::fs::metadata(store.local_path(&key).unwrap()).unwrap().permissions().mode();
+        let mode = std::fs::metadata(store.local_path(&key).unwrap())
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let mut text = String::new();
-        store.open(&key).await.unwrap().read_to_string(&mut text).await.unwrap();
+        store
+            .open(&key)
+            .await
+            .unwrap()
+            .read_to_string(&mut text)
+            .await
+            .unwrap();
         assert_eq!(text, "hello");
-        assert_eq!(store.list(&ObjectKey::parse("b1").unwrap()).await.unwrap(), vec![key]);
+        assert_eq!(
+            store.list(&ObjectKey::parse("b1").unwrap()).await.unwrap(),
+            vec![key]
+        );
     }
 
     #[tokio::test]
@@ -315,7 +381,12 @@ mod tests {
         w.write_all(&[0u8; 4096]).await.unwrap();
         drop(w);
         assert_eq!(store.size(&key).await.unwrap(), None);
-        assert_eq!(std::fs::read_dir(dir.path().join(PARTIAL_DIR)).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join(PARTIAL_DIR))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 
     #[tokio::test]

@@ -1378,7 +1378,7 @@ async fn start_python(
     let versions = tokio::process::Command::new(python)
         .args([
             "-c",
-            "import importlib.metadata as m, sys; print('Python', sys.version.split()[0], *[f'{p} {m.version(p)}' for p in ('inngest','fastapi','uvicorn')], 'uvloop' if __import__('importlib').util.find_spec('uvloop') else 'no uvloop', 'httptools' if __import__('importlib').util.find_spec('httptools') else 'no httptools', sep=', ')",
+            "import importlib.metadata as m, sys; print('Python ' + sys.version.split()[0], *[f'{p} {m.version(p)}' for p in ('inngest','fastapi','uvicorn')], 'uvloop' if __import__('importlib').util.find_spec('uvloop') else 'no uvloop', 'httptools' if __import__('importlib').util.find_spec('httptools') else 'no httptools', sep=', ')",
         ])
         .output()
         .await

@@ -306,7 +306,11 @@ pub async fn get_by_id(db: impl PgExecutor<'_>, id: i32) -> Result<Option<Backup
 ///
 /// # Errors
 /// Database errors.
-pub async fn record_attempt_error(db: impl PgExecutor<'_>, uuid: &str, message: &str) -> Result<(), sqlx::Error> {
+pub async fn record_attempt_error(
+    db: impl PgExecutor<'_>,
+    uuid: &str,
+    message: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE root_data_backups SET error_message = $2, updated_at = now() WHERE uuid = $1 AND status = 'running'")
         .bind(uuid)
         .bind(truncate(message, MAX_ERROR_MESSAGE))

@@ -18,7 +18,11 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Our bookkeeping tables: never part of a backup's data, never touched by a restore (a restore
 /// must not roll back the record of backups and restores made after the backup it restores).
-pub const OWN_TABLES: &[&str] = &["root_data_backups", "root_data_restores", "_sqlx_migrations"];
+pub const OWN_TABLES: &[&str] = &[
+    "root_data_backups",
+    "root_data_restores",
+    "_sqlx_migrations",
+];
 
 /// A pool on the configured database.
 ///

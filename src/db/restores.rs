@@ -65,17 +65,23 @@ pub async fn insert(db: impl PgExecutor<'_>, r: &NewRestore) -> Result<bool, sql
 /// # Errors
 /// Database errors.
 pub async fn get(db: impl PgExecutor<'_>, uuid: Uuid) -> Result<Option<RestoreRow>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM root_data_restores WHERE uuid = $1"))
-        .bind(uuid.to_string())
-        .fetch_optional(db)
-        .await
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM root_data_restores WHERE uuid = $1"
+    ))
+    .bind(uuid.to_string())
+    .fetch_optional(db)
+    .await
 }
 
 /// Marks the restore running under `run_id`.
 ///
 /// # Errors
 /// Database errors.
-pub async fn mark_running(db: impl PgExecutor<'_>, uuid: Uuid, run_id: &str) -> Result<(), sqlx::Error> {
+pub async fn mark_running(
+    db: impl PgExecutor<'_>,
+    uuid: Uuid,
+    run_id: &str,
+) -> Result<(), sqlx::Error> {
     // language=PostgreSQL
     sqlx::query(
         "UPDATE root_data_restores SET status = 'running', inngest_run_id = $2,
@@ -93,18 +99,28 @@ pub async fn mark_running(db: impl PgExecutor<'_>, uuid: Uuid, run_id: &str) -> 
 ///
 /// # Errors
 /// Database errors.
-pub async fn set_safety_backup(db: impl PgExecutor<'_>, uuid: Uuid, backup: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE root_data_restores SET safety_backup_uuid = $2, updated_at = now() WHERE uuid = $1")
-        .bind(uuid.to_string())
-        .bind(backup.to_string())
-        .execute(db)
-        .await?;
+pub async fn set_safety_backup(
+    db: impl PgExecutor<'_>,
+    uuid: Uuid,
+    backup: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE root_data_restores SET safety_backup_uuid = $2, updated_at = now() WHERE uuid = $1",
+    )
+    .bind(uuid.to_string())
+    .bind(backup.to_string())
+    .execute(db)
+    .await?;
     Ok(())
 }
 
 /// # Errors
 /// Database errors.
-pub async fn mark_success(db: impl PgExecutor<'_>, uuid: Uuid, rows_per_table: &Value) -> Result<(), sqlx::Error> {
+pub async fn mark_success(
+    db: impl PgExecutor<'_>,
+    uuid: Uuid,
+    rows_per_table: &Value,
+) -> Result<(), sqlx::Error> {
     // language=PostgreSQL
     sqlx::query(
         "UPDATE root_data_restores SET status = 'success', rows_per_table = $2, completed_at = now(),
@@ -120,7 +136,11 @@ pub async fn mark_success(db: impl PgExecutor<'_>, uuid: Uuid, rows_per_table: &
 
 /// # Errors
 /// Database errors.
-pub async fn mark_failed(db: impl PgExecutor<'_>, uuid: Uuid, message: &str) -> Result<(), sqlx::Error> {
+pub async fn mark_failed(
+    db: impl PgExecutor<'_>,
+    uuid: Uuid,
+    message: &str,
+) -> Result<(), sqlx::Error> {
     // language=PostgreSQL
     sqlx::query(
         "UPDATE root_data_restores SET status = 'failed', error_message = $2, completed_at = now(), updated_at = now()
@@ -137,7 +157,11 @@ pub async fn mark_failed(db: impl PgExecutor<'_>, uuid: Uuid, message: &str) -> 
 ///
 /// # Errors
 /// Database errors.
-pub async fn list(db: impl PgExecutor<'_>, tenant: Option<i32>, limit: i64) -> Result<Vec<RestoreRow>, sqlx::Error> {
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    tenant: Option<i32>,
+    limit: i64,
+) -> Result<Vec<RestoreRow>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM root_data_restores WHERE ($1::int IS NULL OR tenant_id = $1) ORDER BY created_at DESC, id DESC LIMIT $2"
     ))

@@ -30,8 +30,12 @@ const EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x5f0e_7a51_2c1d_4b8e_9a3f_0d6c_8e
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Prepared {
     /// The backup already succeeded: nothing to do (duplicate event, replay).
-    AlreadyDone { uuid: String },
-    Run { spec: BackupSpec },
+    AlreadyDone {
+        uuid: String,
+    },
+    Run {
+        spec: BackupSpec,
+    },
 }
 
 /// What `dump` produced, as a step output (small: the manifest itself stays in storage).
@@ -56,15 +60,24 @@ pub async fn run(state: AppState, ctx: inngest::Ctx) -> Result<Value, inngest::E
 ///
 /// # Errors
 /// See [`run`].
-pub async fn run_event(state: AppState, ctx: inngest::Ctx, event: BackupEvent) -> Result<Value, inngest::Error> {
+pub async fn run_event(
+    state: AppState,
+    ctx: inngest::Ctx,
+    event: BackupEvent,
+) -> Result<Value, inngest::Error> {
     let derived = derived_uuid(&ctx);
     let prepared: Prepared = {
         let (state, event) = (state.clone(), event.clone());
-        step(&ctx.step, "prepare", move || async move { prepare(&state, &event, derived).await }).await?
+        step(&ctx.step, "prepare", move || async move {
+            prepare(&state, &event, derived).await
+        })
+        .await?
     };
     let spec = match prepared {
         Prepared::AlreadyDone { uuid } => {
-            return Ok(json!({"backup_uuid": uuid, "status": "success", "skipped": "already succeeded"}));
+            return Ok(
+                json!({"backup_uuid": uuid, "status": "success", "skipped": "already succeeded"}),
+            );
         }
         Prepared::Run { spec } => spec,
     };
@@ -78,12 +91,17 @@ pub async fn run_event(state: AppState, ctx: inngest::Ctx, event: BackupEvent) -
             let message = e.message().to_owned();
             let (state, uuid, text) = (state.clone(), spec.uuid.clone(), message.clone());
             step(&ctx.step, "mark-failed", move || async move {
-                    backup::discard(&state, &uuid).await.map_err(engine_error)?;
-                    rows::mark_failed(&state.pool, &uuid, &text).await.map_err(db_error)?;
-                    Ok::<_, inngest::Error>(())
-                })
-                .await?;
-            Err(non_retriable(format!("backup {} failed: {message}", spec.uuid)))
+                backup::discard(&state, &uuid).await.map_err(engine_error)?;
+                rows::mark_failed(&state.pool, &uuid, &text)
+                    .await
+                    .map_err(db_error)?;
+                Ok::<_, inngest::Error>(())
+            })
+            .await?;
+            Err(non_retriable(format!(
+                "backup {} failed: {message}",
+                spec.uuid
+            )))
         }
         Err(e) => Err(e),
     }
@@ -93,77 +111,116 @@ pub async fn run_event(state: AppState, ctx: inngest::Ctx, event: BackupEvent) -
 ///
 /// Every step closure owns what it uses (`move || async move`): step futures must be `Send` for
 /// any lifetime, which borrowed captures cannot promise to the compiler.
-async fn execute(state: &AppState, ctx: &inngest::Ctx, spec: BackupSpec) -> Result<DumpSummary, inngest::Error> {
+async fn execute(
+    state: &AppState,
+    ctx: &inngest::Ctx,
+    spec: BackupSpec,
+) -> Result<DumpSummary, inngest::Error> {
     let (st, sp, run_id) = (state.clone(), spec.clone(), ctx.run_id.clone());
     let claimed: bool = step(&ctx.step, "mark-running", move || async move {
-            let (state, spec) = (&st, &sp);
-            let stale_after = state.settings.backup.step_timeout * 2;
-            match rows::claim(&state.pool, &spec.uuid, &run_id, stale_after).await.map_err(db_error)? {
-                ClaimOutcome::Claimed => Ok(true),
-                ClaimOutcome::AlreadySucceeded => Ok(false),
-                ClaimOutcome::RunningElsewhere { run_id } => Err(inngest::Error::retry_after(
-                    format!("backup {} is being taken by run {}", spec.uuid, run_id.as_deref().unwrap_or("?")),
-                    std::time::Duration::from_secs(60),
-                )),
-                ClaimOutcome::NotFound => Err(non_retriable(format!("backup {} no longer exists", spec.uuid))),
-            }
-        })
-        .await?;
+        let (state, spec) = (&st, &sp);
+        let stale_after = state.settings.backup.step_timeout * 2;
+        match rows::claim(&state.pool, &spec.uuid, &run_id, stale_after)
+            .await
+            .map_err(db_error)?
+        {
+            ClaimOutcome::Claimed => Ok(true),
+            ClaimOutcome::AlreadySucceeded => Ok(false),
+            ClaimOutcome::RunningElsewhere { run_id } => Err(inngest::Error::retry_after(
+                format!(
+                    "backup {} is being taken by run {}",
+                    spec.uuid,
+                    run_id.as_deref().unwrap_or("?")
+                ),
+                std::time::Duration::from_secs(60),
+            )),
+            ClaimOutcome::NotFound => Err(non_retriable(format!(
+                "backup {} no longer exists",
+                spec.uuid
+            ))),
+        }
+    })
+    .await?;
     if !claimed {
-        return Err(non_retriable(format!("backup {} already succeeded in another run", spec.uuid)));
+        return Err(non_retriable(format!(
+            "backup {} already succeeded in another run",
+            spec.uuid
+        )));
     }
     let (st, sp, attempt) = (state.clone(), spec.clone(), ctx.attempt);
     let summary: DumpSummary = step(&ctx.step, "dump", move || async move {
-            let (state, spec) = (&st, &sp);
-            match backup::run(state, spec).await {
-                Ok(outcome) => Ok(DumpSummary {
-                    manifest_sha256: outcome.manifest_sha256,
-                    total_size: outcome.total_size,
-                    rows: outcome.rows,
-                    tables: outcome.manifest.tables.len(),
-                }),
-                Err(e) => {
-                    // Visible on the backup page while Inngest retries.
-                    let _ = rows::record_attempt_error(&state.pool, &spec.uuid, &format!("attempt {} failed: {e}", attempt + 1)).await;
-                    Err(engine_error(e))
-                }
+        let (state, spec) = (&st, &sp);
+        match backup::run(state, spec).await {
+            Ok(outcome) => Ok(DumpSummary {
+                manifest_sha256: outcome.manifest_sha256,
+                total_size: outcome.total_size,
+                rows: outcome.rows,
+                tables: outcome.manifest.tables.len(),
+            }),
+            Err(e) => {
+                // Visible on the backup page while Inngest retries.
+                let _ = rows::record_attempt_error(
+                    &state.pool,
+                    &spec.uuid,
+                    &format!("attempt {} failed: {e}", attempt + 1),
+                )
+                .await;
+                Err(engine_error(e))
             }
-        })
-        .await?;
+        }
+    })
+    .await?;
     let (st, sp, sum) = (state.clone(), spec.clone(), summary.clone());
     step(&ctx.step, "verify", move || async move {
-            let (state, spec, summary) = (&st, &sp, &sum);
-            let timeout = state.settings.backup.step_timeout;
-            crate::artifact::verify(state.storage.as_ref(), &state.bins, &spec.uuid, Some(&summary.manifest_sha256), timeout)
-                .await
-                .map(|_| ())
-                .map_err(|e| inngest::Error::retriable(format!("verification failed: {e}")))
-        })
-        .await?;
+        let (state, spec, summary) = (&st, &sp, &sum);
+        let timeout = state.settings.backup.step_timeout;
+        crate::artifact::verify(
+            state.storage.as_ref(),
+            &state.bins,
+            &spec.uuid,
+            Some(&summary.manifest_sha256),
+            timeout,
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| inngest::Error::retriable(format!("verification failed: {e}")))
+    })
+    .await?;
     let (st, sp, sum) = (state.clone(), spec.clone(), summary.clone());
     step(&ctx.step, "mark-success", move || async move {
-            let (state, spec, summary) = (&st, &sp, &sum);
-            let (manifest, manifest_sha256) =
-                crate::artifact::read_manifest(state.storage.as_ref(), &spec.uuid, Some(&summary.manifest_sha256))
-                    .await
-                    .map_err(|e| inngest::Error::retriable(e.to_string()))?;
-            let outcome = BackupOutcome {
-                manifest,
-                manifest_sha256,
-                total_size: summary.total_size,
-                file_path: format!("{}/", spec.uuid),
-                rows: summary.rows,
-            };
-            rows::mark_success(&state.pool, &spec.uuid, &outcome).await.map_err(db_error)
-        })
-        .await?;
+        let (state, spec, summary) = (&st, &sp, &sum);
+        let (manifest, manifest_sha256) = crate::artifact::read_manifest(
+            state.storage.as_ref(),
+            &spec.uuid,
+            Some(&summary.manifest_sha256),
+        )
+        .await
+        .map_err(|e| inngest::Error::retriable(e.to_string()))?;
+        let outcome = BackupOutcome {
+            manifest,
+            manifest_sha256,
+            total_size: summary.total_size,
+            file_path: format!("{}/", spec.uuid),
+            rows: summary.rows,
+        };
+        rows::mark_success(&state.pool, &spec.uuid, &outcome)
+            .await
+            .map_err(db_error)
+    })
+    .await?;
     Ok(summary)
 }
 
 /// Finds or creates the row and turns it into a validated spec.
-async fn prepare(state: &AppState, event: &BackupEvent, derived: Uuid) -> Result<Prepared, inngest::Error> {
+async fn prepare(
+    state: &AppState,
+    event: &BackupEvent,
+    derived: Uuid,
+) -> Result<Prepared, inngest::Error> {
     let row = match &event.backup {
-        Some(BackupRef::Uuid(uuid)) => rows::get(&state.pool, &uuid.to_string()).await.map_err(db_error)?,
+        Some(BackupRef::Uuid(uuid)) => rows::get(&state.pool, &uuid.to_string())
+            .await
+            .map_err(db_error)?,
         Some(BackupRef::Id(id)) => rows::get_by_id(&state.pool, *id).await.map_err(db_error)?,
         None => None,
     };
@@ -177,7 +234,8 @@ async fn prepare(state: &AppState, event: &BackupEvent, derived: Uuid) -> Result
             return Err(non_retriable(format!(
                 "backup {} belongs to {}, not to tenant {tenant}",
                 row.uuid,
-                row.tenant_id.map_or_else(|| "the platform".to_owned(), |t| format!("tenant {t}"))
+                row.tenant_id
+                    .map_or_else(|| "the platform".to_owned(), |t| format!("tenant {t}"))
             )));
         }
     }
@@ -187,7 +245,9 @@ async fn prepare(state: &AppState, event: &BackupEvent, derived: Uuid) -> Result
     let spec = spec_of(&row)?;
     if let Err(e) = backup::validate(state, &spec).await {
         if !e.is_retriable() {
-            rows::mark_failed(&state.pool, &row.uuid, &e.to_string()).await.map_err(db_error)?;
+            rows::mark_failed(&state.pool, &row.uuid, &e.to_string())
+                .await
+                .map_err(db_error)?;
         }
         return Err(engine_error(e));
     }
@@ -195,10 +255,16 @@ async fn prepare(state: &AppState, event: &BackupEvent, derived: Uuid) -> Result
 }
 
 /// A row for an event that names no existing backup but says what to back up.
-async fn create_row(state: &AppState, event: &BackupEvent, derived: Uuid) -> Result<BackupRow, inngest::Error> {
+async fn create_row(
+    state: &AppState,
+    event: &BackupEvent,
+    derived: Uuid,
+) -> Result<BackupRow, inngest::Error> {
     let uuid = match &event.backup {
         Some(BackupRef::Uuid(u)) => *u,
-        Some(BackupRef::Id(id)) => return Err(non_retriable(format!("backup id {id} does not exist"))),
+        Some(BackupRef::Id(id)) => {
+            return Err(non_retriable(format!("backup id {id} does not exist")))
+        }
         None => derived,
     };
     let Some(scope) = event.backup_scope.clone() else {
@@ -207,11 +273,16 @@ async fn create_row(state: &AppState, event: &BackupEvent, derived: Uuid) -> Res
             None => "the event names no backup (backup_uuid) and no backup_scope".to_owned(),
         }));
     };
-    let backup_type = event.backup_type.clone().unwrap_or_else(|| "full".to_owned());
-    let name = event
-        .name
+    let backup_type = event
+        .backup_type
         .clone()
-        .unwrap_or_else(|| format!("{backup_type}-{scope}-{}", chrono::Utc::now().format("%Y%m%d%H%M%S")));
+        .unwrap_or_else(|| "full".to_owned());
+    let name = event.name.clone().unwrap_or_else(|| {
+        format!(
+            "{backup_type}-{scope}-{}",
+            chrono::Utc::now().format("%Y%m%d%H%M%S")
+        )
+    });
     let new = NewBackup {
         uuid: uuid.to_string(),
         tenant_id: event.tenant_id,
@@ -222,12 +293,20 @@ async fn create_row(state: &AppState, event: &BackupEvent, derived: Uuid) -> Res
     };
     if let Err(e) = rows::insert(&state.pool, &new).await {
         // CHECK constraints reject impossible combinations (scope all with a tenant, ...).
-        return Err(match e.as_database_error().and_then(|d| d.constraint().map(str::to_owned)) {
-            Some(constraint) => non_retriable(format!("invalid backup request ({constraint})")),
-            None => db_error(e),
-        });
+        return Err(
+            match e
+                .as_database_error()
+                .and_then(|d| d.constraint().map(str::to_owned))
+            {
+                Some(constraint) => non_retriable(format!("invalid backup request ({constraint})")),
+                None => db_error(e),
+            },
+        );
     }
-    rows::get(&state.pool, &uuid.to_string()).await.map_err(db_error)?.ok_or_else(|| inngest::Error::retriable(format!("backup {uuid} vanished after insert")))
+    rows::get(&state.pool, &uuid.to_string())
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| inngest::Error::retriable(format!("backup {uuid} vanished after insert")))
 }
 
 /// The spec a row describes (its CHECK constraints keep type and scope within these values).

@@ -57,12 +57,16 @@ fn malformed(msg: impl Into<String>) -> MalformedEvent {
 /// # Errors
 /// A field of the wrong type or an unparseable uuid.
 pub fn parse_backup(data: &Value) -> Result<BackupEvent, MalformedEvent> {
-    let obj = data.as_object().ok_or_else(|| malformed("event data must be a JSON object"))?;
+    let obj = data
+        .as_object()
+        .ok_or_else(|| malformed("event data must be a JSON object"))?;
     let field = |name: &str| obj.get(name).filter(|v| !v.is_null());
     let backup = match (field("backup_uuid"), field("backup_id")) {
         (Some(v), _) => Some(BackupRef::Uuid(uuid_field("backup_uuid", v)?)),
         (None, Some(Value::Number(n))) => Some(BackupRef::Id(
-            n.as_i64().and_then(|i| i32::try_from(i).ok()).ok_or_else(|| malformed("backup_id must be a uuid or an integer id"))?,
+            n.as_i64()
+                .and_then(|i| i32::try_from(i).ok())
+                .ok_or_else(|| malformed("backup_id must be a uuid or an integer id"))?,
         )),
         (None, Some(v)) => Some(BackupRef::Uuid(uuid_field("backup_id", v)?)),
         (None, None) => None,
@@ -82,7 +86,9 @@ pub fn parse_backup(data: &Value) -> Result<BackupEvent, MalformedEvent> {
 /// # Errors
 /// No backup uuid, a field of the wrong type, or an invalid database name.
 pub fn parse_restore(data: &Value) -> Result<RestoreEvent, MalformedEvent> {
-    let obj = data.as_object().ok_or_else(|| malformed("event data must be a JSON object"))?;
+    let obj = data
+        .as_object()
+        .ok_or_else(|| malformed("event data must be a JSON object"))?;
     let field = |name: &str| obj.get(name).filter(|v| !v.is_null());
     let backup_uuid = match (field("backup_uuid"), field("backup_id")) {
         (Some(v), _) => uuid_field("backup_uuid", v)?,
@@ -102,7 +108,9 @@ pub fn parse_restore(data: &Value) -> Result<RestoreEvent, MalformedEvent> {
         tables: string_list_field("tables", field("tables"))?,
         target_database,
         replace,
-        restore_uuid: field("restore_uuid").map(|v| uuid_field("restore_uuid", v)).transpose()?,
+        restore_uuid: field("restore_uuid")
+            .map(|v| uuid_field("restore_uuid", v))
+            .transpose()?,
     })
 }
 
@@ -116,8 +124,16 @@ fn tenant_field(v: Option<&Value>) -> Result<Option<i32>, MalformedEvent> {
     let bad = |v: &Value| malformed(format!("tenant_id must be an integer, got {v}"));
     match v {
         None => Ok(None),
-        Some(Value::Number(n)) => n.as_i64().and_then(|i| i32::try_from(i).ok()).map(Some).ok_or_else(|| bad(&Value::Number(n.clone()))),
-        Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| bad(&Value::String(s.clone()))),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .and_then(|i| i32::try_from(i).ok())
+            .map(Some)
+            .ok_or_else(|| bad(&Value::Number(n.clone()))),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| bad(&Value::String(s.clone()))),
         Some(other) => Err(bad(other)),
     }
 }
@@ -136,15 +152,25 @@ fn string_list_field(name: &str, v: Option<&Value>) -> Result<Option<Vec<String>
         None => Ok(None),
         Some(Value::Array(items)) => items
             .iter()
-            .map(|i| i.as_str().map(|s| s.trim().to_owned()).ok_or_else(|| malformed(format!("{name} must be a list of table names"))))
+            .map(|i| {
+                i.as_str()
+                    .map(|s| s.trim().to_owned())
+                    .ok_or_else(|| malformed(format!("{name} must be a list of table names")))
+            })
             .collect::<Result<Vec<_>, _>>()
             .map(|list| Some(list).filter(|l| !l.is_empty())),
         // "a,b" from form fields and older clients.
         Some(Value::String(s)) => {
-            let list: Vec<String> = s.split(',').map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()).collect();
+            let list: Vec<String> = s
+                .split(',')
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+                .collect();
             Ok(Some(list).filter(|l| !l.is_empty()))
         }
-        Some(other) => Err(malformed(format!("{name} must be a list of table names, got {other}"))),
+        Some(other) => Err(malformed(format!(
+            "{name} must be a list of table names, got {other}"
+        ))),
     }
 }
 
@@ -158,14 +184,20 @@ mod tests {
         let u = Uuid::new_v4();
         let e = parse_backup(&json!({"backup_uuid": u.to_string(), "tenant_id": 7, "backup_type": "full", "backup_scope": "tenant", "backup_tables": null})).unwrap();
         assert_eq!(e.backup, Some(BackupRef::Uuid(u)));
-        assert_eq!((e.tenant_id, e.backup_scope.as_deref(), e.backup_tables), (Some(7), Some("tenant"), None));
+        assert_eq!(
+            (e.tenant_id, e.backup_scope.as_deref(), e.backup_tables),
+            (Some(7), Some("tenant"), None)
+        );
     }
 
     #[test]
     fn the_design_payload_with_backup_id_and_string_tenant_parses() {
         let u = Uuid::new_v4();
         let e = parse_backup(&json!({"backup_id": u.to_string(), "tenant_id": "12"})).unwrap();
-        assert_eq!((e.backup, e.tenant_id), (Some(BackupRef::Uuid(u)), Some(12)));
+        assert_eq!(
+            (e.backup, e.tenant_id),
+            (Some(BackupRef::Uuid(u)), Some(12))
+        );
         let e = parse_backup(&json!({"backup_id": 42})).unwrap();
         assert_eq!(e.backup, Some(BackupRef::Id(42)));
     }
@@ -188,15 +220,23 @@ mod tests {
     #[test]
     fn comma_separated_tables_are_split() {
         let e = parse_backup(&json!({"backup_tables": "core_users, core_roles"})).unwrap();
-        assert_eq!(e.backup_tables, Some(vec!["core_users".into(), "core_roles".into()]));
+        assert_eq!(
+            e.backup_tables,
+            Some(vec!["core_users".into(), "core_roles".into()])
+        );
     }
 
     #[test]
     fn restore_events_need_a_backup() {
         let u = Uuid::new_v4();
-        let e = parse_restore(&json!({"backup_uuid": u.to_string(), "tenant_id": 3, "file_path": "/ignored"})).unwrap();
+        let e = parse_restore(
+            &json!({"backup_uuid": u.to_string(), "tenant_id": 3, "file_path": "/ignored"}),
+        )
+        .unwrap();
         assert_eq!((e.backup_uuid, e.tenant_id, e.replace), (u, Some(3), false));
         assert!(parse_restore(&json!({"tenant_id": 3})).is_err());
-        assert!(parse_restore(&json!({"backup_uuid": u.to_string(), "target_database": 5})).is_err());
+        assert!(
+            parse_restore(&json!({"backup_uuid": u.to_string(), "target_database": 5})).is_err()
+        );
     }
 }

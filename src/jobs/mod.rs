@@ -31,15 +31,28 @@ const RETRIES: u32 = 3;
 ///
 /// # Errors
 /// A signing key that does not parse.
-pub fn inngest_config(s: &InngestSettings) -> Result<inngest::Config, inngest::signature::InvalidSigningKey> {
-    let key = |k: &Option<secrecy::SecretString>| k.as_ref().map(|k| inngest::SigningKey::parse(k.expose_secret())).transpose();
+pub fn inngest_config(
+    s: &InngestSettings,
+) -> Result<inngest::Config, inngest::signature::InvalidSigningKey> {
+    let key = |k: &Option<secrecy::SecretString>| {
+        k.as_ref()
+            .map(|k| inngest::SigningKey::parse(k.expose_secret()))
+            .transpose()
+    };
     let mut config = inngest::Config::dev(&s.app_id);
-    config.mode = if s.dev { inngest::Mode::Dev } else { inngest::Mode::Cloud };
+    config.mode = if s.dev {
+        inngest::Mode::Dev
+    } else {
+        inngest::Mode::Cloud
+    };
     config.api_base_url = s.api_base_url.clone();
     config.event_api_base_url = s.event_api_base_url.clone();
     config.signing_key = key(&s.signing_key)?;
     config.signing_key_fallback = key(&s.signing_key_fallback)?;
-    config.event_key = s.event_key.as_ref().map(|k| inngest::EventKey::new(k.expose_secret()));
+    config.event_key = s
+        .event_key
+        .as_ref()
+        .map(|k| inngest::EventKey::new(k.expose_secret()));
     config.env = s.env.clone();
     config.serve_origin = Some(s.serve_origin.clone());
     config.serve_path = s.serve_path.clone();
@@ -51,13 +64,18 @@ pub fn inngest_config(s: &InngestSettings) -> Result<inngest::Config, inngest::s
 ///
 /// # Errors
 /// See [`inngest_config`].
-pub fn inngest_app(state: &AppState) -> Result<inngest::App, inngest::signature::InvalidSigningKey> {
+pub fn inngest_app(
+    state: &AppState,
+) -> Result<inngest::App, inngest::signature::InvalidSigningKey> {
     let config = inngest_config(&state.settings.inngest)?;
     let cap = state.settings.backup.max_concurrent;
-    let backup = with_flow_control(inngest::Function::new(backup_execute::SLUG, "Execute backup"), cap)
-        .trigger(inngest::Trigger::event(backup_execute::EVENTS[0]))
-        .trigger(inngest::Trigger::event(backup_execute::EVENTS[1]))
-        .handler(handler(state, backup_execute::run));
+    let backup = with_flow_control(
+        inngest::Function::new(backup_execute::SLUG, "Execute backup"),
+        cap,
+    )
+    .trigger(inngest::Trigger::event(backup_execute::EVENTS[0]))
+    .trigger(inngest::Trigger::event(backup_execute::EVENTS[1]))
+    .handler(handler(state, backup_execute::run));
     let daily = inngest::Function::new(scheduled::SLUG, "Daily full backup")
         .retries(RETRIES)
         .concurrency(vec![inngest::Concurrency::new(1)])
@@ -67,12 +85,17 @@ pub fn inngest_app(state: &AppState) -> Result<inngest::App, inngest::signature:
         .trigger(inngest::Trigger::event(restore::EVENTS[0]))
         .trigger(inngest::Trigger::event(restore::EVENTS[1]))
         .handler(handler(state, restore::run));
-    Ok(inngest::App::new(config).register(backup).register(daily).register(restore))
+    Ok(inngest::App::new(config)
+        .register(backup)
+        .register(daily)
+        .register(restore))
 }
 
 fn with_flow_control(f: inngest::FunctionBuilder, cap: u32) -> inngest::FunctionBuilder {
-    f.retries(RETRIES)
-        .concurrency(vec![inngest::Concurrency::new(cap), inngest::Concurrency::new(1).key("event.data.tenant_id")])
+    f.retries(RETRIES).concurrency(vec![
+        inngest::Concurrency::new(cap),
+        inngest::Concurrency::new(1).key("event.data.tenant_id"),
+    ])
 }
 
 /// Adapts `f(state, ctx)` to the handler shape, cloning the state per call.
@@ -90,7 +113,11 @@ where
 /// rustc cannot always prove that a step future is `Send` "for every lifetime" when it is built
 /// inside another async fn (rust-lang/rust#102211, "Send is not general enough"); boxing it
 /// here, where the lifetimes are concrete, settles the question once for every step.
-pub(crate) fn step<'a, T, F, Fut>(step: &'a inngest::Step, id: &'a str, body: F) -> BoxFuture<'a, Result<T, inngest::Error>>
+pub(crate) fn step<'a, T, F, Fut>(
+    step: &'a inngest::Step,
+    id: &'a str,
+    body: F,
+) -> BoxFuture<'a, Result<T, inngest::Error>>
 where
     T: serde::Serialize + serde::de::DeserializeOwned + Send + 'a,
     F: FnOnce() -> Fut + Send + 'a,

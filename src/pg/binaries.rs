@@ -22,7 +22,11 @@ pub enum BinariesError {
     #[error("pg_dump was not found (looked in {looked}); install postgresql-client-{want} or set PG_BIN_DIR")]
     NotFound { looked: String, want: String },
     #[error("pg_dump in {dir} is version {found}, older than the server ({server}); install postgresql-client-{server} or set PG_BIN_DIR to its bin directory")]
-    TooOld { dir: String, found: u32, server: u32 },
+    TooOld {
+        dir: String,
+        found: u32,
+        server: u32,
+    },
     #[error("cannot read the version of {program}: {detail}")]
     Version { program: String, detail: String },
 }
@@ -34,22 +38,37 @@ impl PgBinaries {
     ///
     /// # Errors
     /// No `pg_dump` anywhere, or only one older than the server.
-    pub fn locate(configured: Option<&Path>, server_major: Option<u32>) -> Result<Self, BinariesError> {
+    pub fn locate(
+        configured: Option<&Path>,
+        server_major: Option<u32>,
+    ) -> Result<Self, BinariesError> {
         let mut candidates: Vec<Option<PathBuf>> = Vec::new();
         if let Some(dir) = configured {
             candidates.push(Some(dir.to_owned()));
         } else {
             if let Some(major) = server_major {
-                candidates.push(Some(Path::new(DEBIAN_ROOT).join(major.to_string()).join("bin")));
+                candidates.push(Some(
+                    Path::new(DEBIAN_ROOT).join(major.to_string()).join("bin"),
+                ));
             }
-            candidates.extend(debian_versions().into_iter().rev().map(|(_, dir)| Some(dir)));
+            candidates.extend(
+                debian_versions()
+                    .into_iter()
+                    .rev()
+                    .map(|(_, dir)| Some(dir)),
+            );
             candidates.push(None);
         }
         let mut looked = Vec::new();
         for dir in candidates {
             let program = program_path(dir.as_deref(), "pg_dump");
-            looked.push(dir.as_ref().map_or_else(|| "PATH".to_owned(), |d| d.display().to_string()));
-            let Ok(major) = tool_major(&program) else { continue };
+            looked.push(
+                dir.as_ref()
+                    .map_or_else(|| "PATH".to_owned(), |d| d.display().to_string()),
+            );
+            let Ok(major) = tool_major(&program) else {
+                continue;
+            };
             if let Some(server) = server_major {
                 if major < server {
                     if configured.is_some() {
@@ -106,15 +125,27 @@ fn debian_versions() -> Vec<(u32, PathBuf)> {
 /// # Errors
 /// The program cannot run or prints something unexpected.
 pub fn tool_major(program: &Path) -> Result<u32, BinariesError> {
-    let err = |detail: String| BinariesError::Version { program: program.display().to_string(), detail };
-    let out = Command::new(program).arg("--version").output().map_err(|e| err(e.to_string()))?;
+    let err = |detail: String| BinariesError::Version {
+        program: program.display().to_string(),
+        detail,
+    };
+    let out = Command::new(program)
+        .arg("--version")
+        .output()
+        .map_err(|e| err(e.to_string()))?;
     let text = String::from_utf8_lossy(&out.stdout);
     parse_major(&text).ok_or_else(|| err(format!("unexpected output {:?}", text.trim())))
 }
 
 fn parse_major(version_output: &str) -> Option<u32> {
-    let version = version_output.split_whitespace().find(|w| w.starts_with(|c: char| c.is_ascii_digit()))?;
-    version.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    let version = version_output
+        .split_whitespace()
+        .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))?;
+    version
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]
@@ -123,7 +154,10 @@ mod tests {
 
     #[test]
     fn parses_major_versions() {
-        assert_eq!(parse_major("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n"), Some(15));
+        assert_eq!(
+            parse_major("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n"),
+            Some(15)
+        );
         assert_eq!(parse_major("psql (PostgreSQL) 17beta1"), Some(17));
         assert_eq!(parse_major("garbage"), None);
     }
@@ -132,6 +166,9 @@ mod tests {
     fn a_configured_directory_without_pg_dump_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         let err = PgBinaries::locate(Some(dir.path()), Some(15)).unwrap_err();
-        assert!(err.to_string().contains("install postgresql-client-15"), "{err}");
+        assert!(
+            err.to_string().contains("install postgresql-client-15"),
+            "{err}"
+        );
     }
 }

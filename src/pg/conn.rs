@@ -100,12 +100,22 @@ impl ConnInfo {
         if user.is_empty() {
             user = "postgres".to_owned();
         }
-        Ok(Self { host, port, user, password, database, params })
+        Ok(Self {
+            host,
+            port,
+            user,
+            password,
+            database,
+            params,
+        })
     }
 
     /// The same server and credentials, another database (restore targets, drills, tests).
     pub fn with_database(&self, database: &str) -> Self {
-        Self { database: database.to_owned(), ..self.clone() }
+        Self {
+            database: database.to_owned(),
+            ..self.clone()
+        }
     }
 
     /// Options for sqlx; the password travels in memory only.
@@ -129,7 +139,10 @@ impl ConnInfo {
 
     /// A URL for humans and logs, without the password.
     pub fn display_url(&self) -> String {
-        format!("postgres://{}@{}:{}/{}", self.user, self.host, self.port, self.database)
+        format!(
+            "postgres://{}@{}:{}/{}",
+            self.user, self.host, self.port, self.database
+        )
     }
 
     /// Environment for a libpq child process. The password, if any, is in `passfile`.
@@ -180,7 +193,10 @@ impl PassFile {
             .open(dir.path().join("pgpass"))?;
         // Any host, port, database and user: the file only ever serves this one connection's
         // children, and restore drills connect to other databases on the same server.
-        let escaped = password.expose_secret().replace('\\', "\\\\").replace(':', "\\:");
+        let escaped = password
+            .expose_secret()
+            .replace('\\', "\\\\")
+            .replace(':', "\\:");
         writeln!(file, "*:*:*:*:{escaped}")?;
         file.sync_all()?;
         Ok(Self { dir })
@@ -207,8 +223,18 @@ mod tests {
 
     #[test]
     fn parses_tcp_url_with_encoded_password_and_sslmode() {
-        let c = ConnInfo::parse("postgres://app:p%40ss%3Aw@db.internal:6543/riveredge?sslmode=require").unwrap();
-        assert_eq!((c.host.as_str(), c.port, c.user.as_str(), c.database.as_str()), ("db.internal", 6543, "app", "riveredge"));
+        let c =
+            ConnInfo::parse("postgres://app:p%40ss%3Aw@db.internal:6543/riveredge?sslmode=require")
+                .unwrap();
+        assert_eq!(
+            (
+                c.host.as_str(),
+                c.port,
+                c.user.as_str(),
+                c.database.as_str()
+            ),
+            ("db.internal", 6543, "app", "riveredge")
+        );
         assert_eq!(c.password.as_ref().unwrap().expose_secret(), "p@ss:w");
         assert!(!format!("{c:?}").contains("p@ss"));
         let env = c.child_env(None);
@@ -218,7 +244,8 @@ mod tests {
 
     #[test]
     fn parses_unix_socket_directory_from_query() {
-        let c = ConnInfo::parse("postgres://postgres@localhost/db?host=/tmp/rbk-x&port=5433").unwrap();
+        let c =
+            ConnInfo::parse("postgres://postgres@localhost/db?host=/tmp/rbk-x&port=5433").unwrap();
         assert_eq!((c.host.as_str(), c.port), ("/tmp/rbk-x", 5433));
         assert!(c.passfile().unwrap().is_none());
     }
@@ -229,7 +256,10 @@ mod tests {
         let pf = c.passfile().unwrap().unwrap();
         let meta = std::fs::metadata(pf.path()).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-        assert_eq!(std::fs::read_to_string(pf.path()).unwrap(), "*:*:*:*:a\\:b\\\\c\n");
+        assert_eq!(
+            std::fs::read_to_string(pf.path()).unwrap(),
+            "*:*:*:*:a\\:b\\\\c\n"
+        );
         let dir = pf.path().parent().unwrap().to_owned();
         drop(pf);
         assert!(!dir.exists(), "password file removed on drop");
@@ -237,8 +267,14 @@ mod tests {
 
     #[test]
     fn missing_database_is_an_error() {
-        assert!(matches!(ConnInfo::parse("postgres://u@h/"), Err(ConnInfoError::NoDatabase)));
-        assert!(matches!(ConnInfo::parse("mysql://u@h/d"), Err(ConnInfoError::NotPostgres)));
+        assert!(matches!(
+            ConnInfo::parse("postgres://u@h/"),
+            Err(ConnInfoError::NoDatabase)
+        ));
+        assert!(matches!(
+            ConnInfo::parse("mysql://u@h/d"),
+            Err(ConnInfoError::NotPostgres)
+        ));
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub use process::{PgCommand, ProcessError, Running};
 ///
 /// # Errors
 /// The statement fails.
-pub async fn execute(conn: &mut sqlx::PgConnection, sql: &str) -> Result<sqlx::postgres::PgQueryResult, sqlx::Error> {
+pub async fn execute(
+    conn: &mut sqlx::PgConnection,
+    sql: &str,
+) -> Result<sqlx::postgres::PgQueryResult, sqlx::Error> {
     sqlx::Executor::execute(conn, sql).await
 }

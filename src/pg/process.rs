@@ -27,9 +27,16 @@ pub enum ProcessError {
     #[error("{program} did not finish within {after:?} and was killed")]
     Timeout { program: String, after: Duration },
     #[error("{program} failed ({status}): {stderr}")]
-    Status { program: String, status: String, stderr: String },
+    Status {
+        program: String,
+        status: String,
+        stderr: String,
+    },
     #[error("{program}: {source}")]
-    Io { program: String, source: std::io::Error },
+    Io {
+        program: String,
+        source: std::io::Error,
+    },
 }
 
 /// A PostgreSQL program to run: built up, then [`PgCommand::spawn`]ed.
@@ -45,7 +52,14 @@ pub struct PgCommand {
 
 impl PgCommand {
     pub fn new(program: PathBuf, timeout: Duration) -> Self {
-        Self { program, args: Vec::new(), env: Vec::new(), timeout, stdin: false, stdout: false }
+        Self {
+            program,
+            args: Vec::new(),
+            env: Vec::new(),
+            timeout,
+            stdin: false,
+            stdout: false,
+        }
     }
 
     #[must_use]
@@ -81,9 +95,10 @@ impl PgCommand {
     }
 
     fn name(&self) -> String {
-        self.program
-            .file_name()
-            .map_or_else(|| self.program.display().to_string(), |n| n.to_string_lossy().into_owned())
+        self.program.file_name().map_or_else(
+            || self.program.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
     }
 
     /// Starts the program.
@@ -95,23 +110,45 @@ impl PgCommand {
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args)
             .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()))
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+            )
             // English, unlocalised messages: they end up in error_message and in our matching.
             .env("LC_ALL", "C")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(if self.stdin { Stdio::piped() } else { Stdio::null() })
-            .stdout(if self.stdout { Stdio::piped() } else { Stdio::null() })
+            .stdin(if self.stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(if self.stdout {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let mut child = cmd.spawn().map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => ProcessError::NotFound { program: self.program.display().to_string() },
-            std::io::ErrorKind::PermissionDenied => {
-                ProcessError::PermissionDenied { program: self.program.display().to_string() }
-            }
-            _ => ProcessError::Io { program: name.clone(), source: e },
+            std::io::ErrorKind::NotFound => ProcessError::NotFound {
+                program: self.program.display().to_string(),
+            },
+            std::io::ErrorKind::PermissionDenied => ProcessError::PermissionDenied {
+                program: self.program.display().to_string(),
+            },
+            _ => ProcessError::Io {
+                program: name.clone(),
+                source: e,
+            },
         })?;
         let stderr = child.stderr.take().map(|s| tokio::spawn(read_tail(s)));
-        Ok(Running { name, child, stderr, timeout: self.timeout, deadline: tokio::time::Instant::now() + self.timeout })
+        Ok(Running {
+            name,
+            child,
+            stderr,
+            timeout: self.timeout,
+            deadline: tokio::time::Instant::now() + self.timeout,
+        })
     }
 
     /// Runs to completion and returns stdout (for small outputs such as `pg_restore -l`).
@@ -127,7 +164,10 @@ impl PgCommand {
             stdout
                 .read_to_end(&mut buf)
                 .await
-                .map_err(|source| ProcessError::Io { program: name, source })
+                .map_err(|source| ProcessError::Io {
+                    program: name,
+                    source,
+                })
         };
         match tokio::time::timeout_at(running.deadline, read).await {
             Ok(r) => r?,
@@ -175,7 +215,10 @@ impl Running {
     /// Timeout (the child is killed), non-zero exit, or I/O failure.
     pub async fn wait(mut self) -> Result<(), ProcessError> {
         let status = match tokio::time::timeout_at(self.deadline, self.child.wait()).await {
-            Ok(status) => status.map_err(|source| ProcessError::Io { program: self.name.clone(), source })?,
+            Ok(status) => status.map_err(|source| ProcessError::Io {
+                program: self.name.clone(),
+                source,
+            })?,
             Err(_) => return Err(self.kill_for_timeout().await),
         };
         let stderr = self.stderr_text().await;
@@ -185,7 +228,11 @@ impl Running {
             }
             Ok(())
         } else {
-            Err(ProcessError::Status { program: self.name.clone(), status: describe(status), stderr: stderr.trim().to_owned() })
+            Err(ProcessError::Status {
+                program: self.name.clone(),
+                status: describe(status),
+                stderr: stderr.trim().to_owned(),
+            })
         }
     }
 
@@ -196,7 +243,10 @@ impl Running {
 
     async fn kill_for_timeout(&mut self) -> ProcessError {
         let _ = self.child.kill().await;
-        ProcessError::Timeout { program: self.name.clone(), after: self.timeout }
+        ProcessError::Timeout {
+            program: self.name.clone(),
+            after: self.timeout,
+        }
     }
 
     async fn stderr_text(&mut self) -> String {
@@ -243,19 +293,28 @@ mod tests {
 
     #[tokio::test]
     async fn missing_program_is_not_found() {
-        let err = PgCommand::new("/nonexistent/pg_dump".into(), Duration::from_secs(5)).spawn().err().unwrap();
+        let err = PgCommand::new("/nonexistent/pg_dump".into(), Duration::from_secs(5))
+            .spawn()
+            .err()
+            .unwrap();
         assert!(matches!(err, ProcessError::NotFound { .. }), "{err}");
     }
 
     #[tokio::test]
     async fn non_zero_exit_carries_stderr() {
         let err = PgCommand::new("/bin/sh".into(), Duration::from_secs(5))
-            .args(["-c", "echo 'pg_dump: error: no matching tables' >&2; exit 1"])
+            .args([
+                "-c",
+                "echo 'pg_dump: error: no matching tables' >&2; exit 1",
+            ])
             .output()
             .await
             .unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("exit code 1") && text.contains("no matching tables"), "{text}");
+        assert!(
+            text.contains("exit code 1") && text.contains("no matching tables"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

@@ -15,29 +15,57 @@ async fn a_backup_execute_event_for_a_pending_row_ends_in_success_with_a_verifie
     let app = spawn_app(&db).await;
     let uuid = insert_pending(&db.pool, Some(1), "tenant", None).await;
 
-    let run = app.run(FN, "backup/execute", json!({"tenant_id": 1, "backup_id": uuid})).await;
+    let run = app
+        .run(
+            FN,
+            "backup/execute",
+            json!({"tenant_id": 1, "backup_id": uuid}),
+        )
+        .await;
 
-    assert!(matches!(run.status, RunStatus::Completed(_)), "{:?}", run.status);
+    assert!(
+        matches!(run.status, RunStatus::Completed(_)),
+        "{:?}",
+        run.status
+    );
     let row = backup_row(&db.pool, &uuid).await;
     assert_eq!(row.status, "success");
+    assert_eq!(
+        row.file_path,
+        Some(format!("{uuid}/")),
+        "file_path is the artifact's storage prefix"
+    );
     assert_eq!(row.inngest_run_id.as_deref(), Some(run.run_id.as_str()));
     assert!(row.started_at.is_some() && row.completed_at >= row.started_at);
     let manifest = app.storage_dir.path().join(&uuid).join("manifest.json");
-    assert_eq!(Some(sha256_file(&manifest)), row.checksum, "the row pins the manifest");
+    assert_eq!(
+        Some(sha256_file(&manifest)),
+        row.checksum,
+        "the row pins the manifest"
+    );
     let files = app.artifact_files(&uuid);
-    let total: u64 = files.iter().map(|f| std::fs::metadata(f).unwrap().len()).sum();
+    let total: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
     assert_eq!(row.file_size, Some(total as i64));
-    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
     for entry in doc["tables"].as_array().unwrap() {
         let file = app.storage_dir.path().join(entry["key"].as_str().unwrap());
-        assert_eq!(sha256_file(&file), entry["sha256"].as_str().unwrap(), "{file:?}");
+        assert_eq!(
+            sha256_file(&file),
+            entry["sha256"].as_str().unwrap(),
+            "{file:?}"
+        );
     }
     assert_eq!(doc["tenant_id"], 1);
     app.shutdown.cancel();
 }
 
 #[tokio::test]
-async fn database_backup_requested_with_the_current_riveredge_payload_backs_up_everything_restorably() {
+async fn database_backup_requested_with_the_current_riveredge_payload_backs_up_everything_restorably(
+) {
     let db = TestDb::with_fixture().await;
     let app = spawn_app(&db).await;
     let uuid = insert_pending(&db.pool, None, "all", None).await;
@@ -51,14 +79,32 @@ async fn database_backup_requested_with_the_current_riveredge_payload_backs_up_e
         )
         .await;
 
-    assert!(matches!(run.status, RunStatus::Completed(_)), "{:?}", run.status);
+    assert!(
+        matches!(run.status, RunStatus::Completed(_)),
+        "{:?}",
+        run.status
+    );
     assert_eq!(backup_row(&db.pool, &uuid).await.status, "success");
 
     let target = format!("{}_restored", db.name);
-    let restore = app.run("backup-restore", "backup/restore", json!({"backup_uuid": uuid, "target_database": target})).await;
-    assert!(matches!(restore.status, RunStatus::Completed(_)), "{:?}", restore.status);
+    let restore = app
+        .run(
+            "backup-restore",
+            "backup/restore",
+            json!({"backup_uuid": uuid, "target_database": target}),
+        )
+        .await;
+    assert!(
+        matches!(restore.status, RunStatus::Completed(_)),
+        "{:?}",
+        restore.status
+    );
     let restored = TestDb::attach(&target).await;
-    assert_eq!(all_checksums(&restored.pool).await, all_checksums(&db.pool).await, "every table equals the source");
+    assert_eq!(
+        all_checksums(&restored.pool).await,
+        all_checksums(&db.pool).await,
+        "every table equals the source"
+    );
     app.shutdown.cancel();
 }
 
@@ -66,23 +112,48 @@ async fn database_backup_requested_with_the_current_riveredge_payload_backs_up_e
 async fn an_event_without_a_row_creates_it_and_a_duplicate_delivery_makes_one_artifact() {
     let db = TestDb::with_fixture().await;
     let app = spawn_app(&db).await;
-    let event = inngest::Event::new("backup/execute", json!({"tenant_id": 2, "backup_scope": "tenant", "backup_type": "full"}))
-        .with_id("01EVENTDUPLICATE0000000001");
+    let event = inngest::Event::new(
+        "backup/execute",
+        json!({"tenant_id": 2, "backup_scope": "tenant", "backup_type": "full"}),
+    )
+    .with_id("01EVENTDUPLICATE0000000001");
 
     let first = app.run_event(FN, event.clone()).await;
     let second = app.run_event(FN, event).await;
 
-    assert!(matches!(first.status, RunStatus::Completed(_)), "{:?}", first.status);
-    assert!(matches!(second.status, RunStatus::Completed(_)), "{:?}", second.status);
-    let rows: Vec<(String, String)> = sqlx::query_as("SELECT uuid, status FROM root_data_backups").fetch_all(&db.pool).await.unwrap();
+    assert!(
+        matches!(first.status, RunStatus::Completed(_)),
+        "{:?}",
+        first.status
+    );
+    assert!(
+        matches!(second.status, RunStatus::Completed(_)),
+        "{:?}",
+        second.status
+    );
+    let rows: Vec<(String, String)> = sqlx::query_as("SELECT uuid, status FROM root_data_backups")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 1, "one row for one event: {rows:?}");
     assert_eq!(rows[0].1, "success");
     let dump_calls = |r: &inngest::testing::RunRecord| {
-        r.calls.iter().filter(|c| c.ops.iter().any(|op| op["name"] == "dump")).count()
+        r.calls
+            .iter()
+            .filter(|c| c.ops.iter().any(|op| op["name"] == "dump"))
+            .count()
     };
     assert_eq!(dump_calls(&first), 1);
-    assert_eq!(dump_calls(&second), 0, "the replay found the backup done and did not dump again");
-    let dirs = std::fs::read_dir(app.storage_dir.path()).unwrap().flatten().filter(|e| !e.file_name().to_string_lossy().starts_with('.')).count();
+    assert_eq!(
+        dump_calls(&second),
+        0,
+        "the replay found the backup done and did not dump again"
+    );
+    let dirs = std::fs::read_dir(app.storage_dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .count();
     assert_eq!(dirs, 1, "one artifact");
     app.shutdown.cancel();
 }
@@ -98,9 +169,15 @@ async fn a_failed_backup_can_be_run_again() {
         .await
         .unwrap();
 
-    let run = app.run(FN, "backup/execute", json!({"backup_uuid": uuid})).await;
+    let run = app
+        .run(FN, "backup/execute", json!({"backup_uuid": uuid}))
+        .await;
 
-    assert!(matches!(run.status, RunStatus::Completed(_)), "{:?}", run.status);
+    assert!(
+        matches!(run.status, RunStatus::Completed(_)),
+        "{:?}",
+        run.status
+    );
     let row = backup_row(&db.pool, &uuid).await;
     assert_eq!((row.status.as_str(), row.error_message), ("success", None));
 }
@@ -109,15 +186,35 @@ async fn a_failed_backup_can_be_run_again() {
 async fn an_unknown_table_fails_the_row_for_good_with_a_clear_message_and_no_files() {
     let db = TestDb::with_fixture().await;
     let app = spawn_app(&db).await;
-    let uuid = insert_pending(&db.pool, None, "table", Some(vec!["core_users", "core_nonexistent"])).await;
+    let uuid = insert_pending(
+        &db.pool,
+        None,
+        "table",
+        Some(vec!["core_users", "core_nonexistent"]),
+    )
+    .await;
 
-    let run = app.run(FN, "backup/execute", json!({"backup_uuid": uuid})).await;
+    let run = app
+        .run(FN, "backup/execute", json!({"backup_uuid": uuid}))
+        .await;
 
-    let RunStatus::Failed(_) = run.status else { panic!("{:?}", run.status) };
-    assert!(run.calls.iter().all(|c| c.attempt == 0), "a final error is not retried");
+    let RunStatus::Failed(_) = run.status else {
+        panic!("{:?}", run.status)
+    };
+    assert!(
+        run.calls.iter().all(|c| c.attempt == 0),
+        "a final error is not retried"
+    );
     let row = backup_row(&db.pool, &uuid).await;
     assert_eq!(row.status, "failed");
-    assert!(row.error_message.as_deref().unwrap().contains("core_nonexistent"), "{:?}", row.error_message);
+    assert!(
+        row.error_message
+            .as_deref()
+            .unwrap()
+            .contains("core_nonexistent"),
+        "{:?}",
+        row.error_message
+    );
     assert!(row.completed_at.is_some());
     assert!(app.artifact_files(&uuid).is_empty());
 }
@@ -128,12 +225,26 @@ async fn a_tenant_that_does_not_exist_is_a_final_error() {
     let app = spawn_app(&db).await;
     let uuid = insert_pending(&db.pool, Some(99), "tenant", None).await;
 
-    let run = app.run(FN, "backup/execute", json!({"backup_uuid": uuid, "tenant_id": 99})).await;
+    let run = app
+        .run(
+            FN,
+            "backup/execute",
+            json!({"backup_uuid": uuid, "tenant_id": 99}),
+        )
+        .await;
 
-    assert!(matches!(run.status, RunStatus::Failed(_)), "{:?}", run.status);
+    assert!(
+        matches!(run.status, RunStatus::Failed(_)),
+        "{:?}",
+        run.status
+    );
     let row = backup_row(&db.pool, &uuid).await;
     assert_eq!(row.status, "failed");
-    assert!(row.error_message.as_deref().unwrap().contains("99"), "{:?}", row.error_message);
+    assert!(
+        row.error_message.as_deref().unwrap().contains("99"),
+        "{:?}",
+        row.error_message
+    );
 }
 
 #[tokio::test]
@@ -142,11 +253,23 @@ async fn an_event_whose_tenant_does_not_match_the_row_leaves_the_row_alone() {
     let app = spawn_app(&db).await;
     let uuid = insert_pending(&db.pool, Some(1), "tenant", None).await;
 
-    let run = app.run(FN, "backup/execute", json!({"backup_uuid": uuid, "tenant_id": 2})).await;
+    let run = app
+        .run(
+            FN,
+            "backup/execute",
+            json!({"backup_uuid": uuid, "tenant_id": 2}),
+        )
+        .await;
 
-    let RunStatus::Failed(body) = &run.status else { panic!("{:?}", run.status) };
+    let RunStatus::Failed(body) = &run.status else {
+        panic!("{:?}", run.status)
+    };
     assert!(body.to_string().contains("tenant 2"), "{body}");
-    assert_eq!(backup_row(&db.pool, &uuid).await.status, "pending", "another tenant's event must not touch the row");
+    assert_eq!(
+        backup_row(&db.pool, &uuid).await.status,
+        "pending",
+        "another tenant's event must not touch the row"
+    );
 }
 
 #[tokio::test]
@@ -154,13 +277,24 @@ async fn a_malformed_event_is_rejected_without_retries() {
     let db = TestDb::with_fixture().await;
     let app = spawn_app(&db).await;
 
-    let run = app.run(FN, "backup/execute", json!({"tenant_id": "one", "backup_scope": "tenant"})).await;
+    let run = app
+        .run(
+            FN,
+            "backup/execute",
+            json!({"tenant_id": "one", "backup_scope": "tenant"}),
+        )
+        .await;
 
-    let RunStatus::Failed(body) = &run.status else { panic!("{:?}", run.status) };
+    let RunStatus::Failed(body) = &run.status else {
+        panic!("{:?}", run.status)
+    };
     assert!(body.to_string().contains("tenant_id"), "{body}");
     assert_eq!(run.calls.len(), 1);
     assert_eq!(run.calls[0].no_retry, Some(true));
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM root_data_backups").fetch_one(&db.pool).await.unwrap();
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM root_data_backups")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert_eq!(count, 0);
 }
 
@@ -174,16 +308,28 @@ async fn a_forged_or_missing_signature_is_refused_and_nothing_happens() {
         "ctx": {"run_id": "01FORGEDRUN", "attempt": 0, "max_attempts": 4, "step_id": "step", "stack": {"stack": [], "current": 0}, "disable_immediate_execution": false, "use_api": false, "env": "", "fn_id": "x", "qi_id": ""}
     }))
     .unwrap();
-    let forged = inngest::SigningKey::parse("signkey-test-ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff").unwrap();
+    let forged = inngest::SigningKey::parse(
+        "signkey-test-ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+    )
+    .unwrap();
     let url = app.url("/api/inngest?fnId=riveredge-backup-backup-execute&stepId=step");
     let client = reqwest::Client::new();
 
-    let with_forged = client.post(&url).header("X-Inngest-Signature", forged.sign_now(&body)).body(body.clone()).send().await.unwrap();
+    let with_forged = client
+        .post(&url)
+        .header("X-Inngest-Signature", forged.sign_now(&body))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
     let unsigned = client.post(&url).body(body).send().await.unwrap();
 
     assert_eq!(with_forged.status(), 401);
     assert_eq!(unsigned.status(), 401, "cloud mode requires a signature");
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM root_data_backups").fetch_one(&db.pool).await.unwrap();
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM root_data_backups")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert_eq!(count, 0, "nothing happens for an unauthenticated caller");
 }
 
@@ -196,15 +342,31 @@ async fn pg_dump_missing_fails_the_backup_for_good_with_the_reason_and_no_artifa
     for tool in ["pg_dump", "pg_restore", "psql"] {
         std::os::unix::fs::symlink(real.with_file_name(tool), bin.path().join(tool)).unwrap();
     }
-    let app = crate::helpers::spawn_app_with(&db, &[("PG_BIN_DIR", bin.path().to_str().unwrap())]).await;
+    let app =
+        crate::helpers::spawn_app_with(&db, &[("PG_BIN_DIR", bin.path().to_str().unwrap())]).await;
     std::fs::remove_file(bin.path().join("pg_dump")).unwrap();
     let uuid = insert_pending(&db.pool, None, "all", None).await;
 
-    let run = app.run(FN, "backup/execute", json!({"backup_uuid": uuid})).await;
+    let run = app
+        .run(FN, "backup/execute", json!({"backup_uuid": uuid}))
+        .await;
 
-    assert!(matches!(run.status, RunStatus::Failed(_)), "{:?}", run.status);
-    let attempts: Vec<u32> = run.calls.iter().filter(|c| c.ops.iter().any(|op| op["name"] == "dump")).map(|c| c.attempt).collect();
-    assert_eq!(attempts, vec![0], "a missing program is final: retrying cannot install it");
+    assert!(
+        matches!(run.status, RunStatus::Failed(_)),
+        "{:?}",
+        run.status
+    );
+    let attempts: Vec<u32> = run
+        .calls
+        .iter()
+        .filter(|c| c.ops.iter().any(|op| op["name"] == "dump"))
+        .map(|c| c.attempt)
+        .collect();
+    assert_eq!(
+        attempts,
+        vec![0],
+        "a missing program is final: retrying cannot install it"
+    );
     let row = backup_row(&db.pool, &uuid).await;
     assert_eq!(row.status, "failed");
     let message = row.error_message.unwrap();
@@ -228,23 +390,53 @@ async fn pg_dump_killed_halfway_is_retried_and_the_retry_leaves_one_clean_artifa
         real = real.display()
     );
     std::fs::write(bin.path().join("pg_dump"), script).unwrap();
-    std::fs::set_permissions(bin.path().join("pg_dump"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let app = crate::helpers::spawn_app_with(&db, &[("PG_BIN_DIR", bin.path().to_str().unwrap())]).await;
+    std::fs::set_permissions(
+        bin.path().join("pg_dump"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let app =
+        crate::helpers::spawn_app_with(&db, &[("PG_BIN_DIR", bin.path().to_str().unwrap())]).await;
     let uuid = insert_pending(&db.pool, Some(3), "tenant", None).await;
 
-    let run = app.run(FN, "backup/execute", json!({"backup_uuid": uuid, "tenant_id": 3})).await;
+    let run = app
+        .run(
+            FN,
+            "backup/execute",
+            json!({"backup_uuid": uuid, "tenant_id": 3}),
+        )
+        .await;
 
-    assert!(matches!(run.status, RunStatus::Completed(_)), "{:?}", run.status);
+    assert!(
+        matches!(run.status, RunStatus::Completed(_)),
+        "{:?}",
+        run.status
+    );
     let dump_ops: Vec<(u32, String)> = run
         .calls
         .iter()
-        .flat_map(|c| c.ops.iter().filter(|op| op["name"] == "dump").map(move |op| (c.attempt, op["op"].as_str().unwrap_or("").to_owned())))
+        .flat_map(|c| {
+            c.ops
+                .iter()
+                .filter(|op| op["name"] == "dump")
+                .map(move |op| (c.attempt, op["op"].as_str().unwrap_or("").to_owned()))
+        })
         .collect();
-    assert_eq!(dump_ops, vec![(0, "StepError".to_owned()), (1, "StepRun".to_owned())], "killed once, retried once");
+    assert_eq!(
+        dump_ops,
+        vec![(0, "StepError".to_owned()), (1, "StepRun".to_owned())],
+        "killed once, retried once"
+    );
     let row = backup_row(&db.pool, &uuid).await;
     assert_eq!((row.status.as_str(), row.error_message), ("success", None));
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(app.storage_dir.path().join(&uuid).join("manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(app.storage_dir.path().join(&uuid).join("manifest.json")).unwrap(),
+    )
+    .unwrap();
     let listed = 2 + manifest["tables"].as_array().unwrap().len();
-    assert_eq!(app.artifact_files(&uuid).len(), listed, "exactly the manifest's files: nothing of the killed attempt remains");
+    assert_eq!(
+        app.artifact_files(&uuid).len(),
+        listed,
+        "exactly the manifest's files: nothing of the killed attempt remains"
+    );
 }

@@ -19,14 +19,26 @@ async fn migrations_create_the_backup_table_with_its_constraints() {
     };
     assert!(insert("all", None, None).await.is_ok());
     assert!(insert("tenant", Some(1), None).await.is_ok());
-    assert!(insert("table", None, Some(vec!["core_users".into()])).await.is_ok());
-    assert!(insert("all", Some(1), None).await.is_err(), "a platform-wide backup cannot belong to a tenant");
-    assert!(insert("tenant", None, None).await.is_err(), "a tenant backup needs its tenant");
-    assert!(insert("table", None, Some(vec![])).await.is_err(), "a table backup needs tables");
+    assert!(insert("table", None, Some(vec!["core_users".into()]))
+        .await
+        .is_ok());
+    assert!(
+        insert("all", Some(1), None).await.is_err(),
+        "a platform-wide backup cannot belong to a tenant"
+    );
+    assert!(
+        insert("tenant", None, None).await.is_err(),
+        "a tenant backup needs its tenant"
+    );
+    assert!(
+        insert("table", None, Some(vec![])).await.is_err(),
+        "a table backup needs tables"
+    );
     assert!(insert("everything", None, None).await.is_err());
-    let bad_status = sqlx::query("INSERT INTO root_data_backups (uuid, name, status) VALUES ('x', 'n', 'done')")
-        .execute(&db.pool)
-        .await;
+    let bad_status =
+        sqlx::query("INSERT INTO root_data_backups (uuid, name, status) VALUES ('x', 'n', 'done')")
+            .execute(&db.pool)
+            .await;
     assert!(bad_status.is_err());
 }
 
@@ -36,14 +48,17 @@ async fn the_fixture_loads_with_tenants_platform_rows_and_cycles() {
     let (users_t1, _) = table_checksum(&db.pool, "core_users", "tenant_id = 1").await;
     let (platform_users, _) = table_checksum(&db.pool, "core_users", "tenant_id IS NULL").await;
     assert_eq!((users_t1, platform_users), (12, 2));
-    let managers: i64 = sqlx::query_scalar("SELECT count(*) FROM core_departments WHERE manager_id IS NOT NULL")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    let cycle: i64 = sqlx::query_scalar("SELECT count(*) FROM apps_kuaizhizao_work_orders WHERE sales_order_item_id IS NOT NULL")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let managers: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM core_departments WHERE manager_id IS NOT NULL")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    let cycle: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM apps_kuaizhizao_work_orders WHERE sales_order_item_id IS NOT NULL",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
     assert!(managers > 0 && cycle > 0, "both FK cycles are populated");
 }
 
@@ -62,8 +77,13 @@ async fn health_answers_and_reports_the_database() {
 async fn password_authentication_over_tcp_works_for_the_pool() {
     let db = TestDb::migrated().await;
     let Some(tcp) = db.tcp_conn() else { return };
-    let pool = riveredge_backup::db::connect(&tcp, 2).await.expect("password login over TCP");
-    let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&pool).await.unwrap();
+    let pool = riveredge_backup::db::connect(&tcp, 2)
+        .await
+        .expect("password login over TCP");
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(one, 1);
 }
 
@@ -72,18 +92,36 @@ async fn the_catalog_sees_fixture_tables_keys_cycles_and_identity() {
     use riveredge_backup::catalog::{Catalog, TableRef};
     let db = TestDb::with_fixture().await;
     let catalog = Catalog::load(&db.pool).await.unwrap();
-    let users = catalog.table(&TableRef::new("public", "core_users")).unwrap();
+    let users = catalog
+        .table(&TableRef::new("public", "core_users"))
+        .unwrap();
     assert!(users.has_tenant_id());
     assert_eq!(users.primary_key, vec!["id".to_owned()]);
-    let user_roles = catalog.table(&TableRef::new("public", "core_user_roles")).unwrap();
+    let user_roles = catalog
+        .table(&TableRef::new("public", "core_user_roles"))
+        .unwrap();
     assert!(!user_roles.has_tenant_id());
-    let parents: Vec<String> = catalog.fks_from(&user_roles.table).map(|fk| fk.referenced.name.clone()).collect();
-    assert_eq!(parents, vec!["core_roles".to_owned(), "core_users".to_owned()]);
-    let logs = catalog.table(&TableRef::new("public", "core_operation_logs")).unwrap();
+    let parents: Vec<String> = catalog
+        .fks_from(&user_roles.table)
+        .map(|fk| fk.referenced.name.clone())
+        .collect();
+    assert_eq!(
+        parents,
+        vec!["core_roles".to_owned(), "core_users".to_owned()]
+    );
+    let logs = catalog
+        .table(&TableRef::new("public", "core_operation_logs"))
+        .unwrap();
     assert_eq!(logs.column("id").unwrap().identity, Some('a'));
     let seqs: Vec<_> = catalog.sequences_of(&logs.table).collect();
-    assert_eq!(seqs.len(), 1, "identity sequence is found and owned by its column");
-    assert!(catalog.fks_from(&TableRef::new("public", "core_departments")).any(|fk| fk.referenced.name == "core_users"));
+    assert_eq!(
+        seqs.len(),
+        1,
+        "identity sequence is found and owned by its column"
+    );
+    assert!(catalog
+        .fks_from(&TableRef::new("public", "core_departments"))
+        .any(|fk| fk.referenced.name == "core_users"));
     assert_eq!(catalog.resolve("core_users").unwrap(), users.table);
     assert!(catalog.resolve("core_userz").is_err());
 }
@@ -92,21 +130,47 @@ async fn the_catalog_sees_fixture_tables_keys_cycles_and_identity() {
 /// structure the stack depends on rather than run.
 #[test]
 fn docker_compose_wires_postgres_inngest_and_the_worker() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.yml")).unwrap();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.yml"))
+        .unwrap();
     let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
     let services = &doc["services"];
-    assert!(services["postgres"]["image"].as_str().unwrap().starts_with("postgres:15"));
-    assert_eq!(services["inngest"]["image"].as_str(), Some("inngest/inngest"));
-    assert_eq!(services["inngest"]["command"].as_str(), Some("inngest dev -u http://worker:3000/api/inngest"));
+    assert!(services["postgres"]["image"]
+        .as_str()
+        .unwrap()
+        .starts_with("postgres:15"));
+    assert_eq!(
+        services["inngest"]["image"].as_str(),
+        Some("inngest/inngest")
+    );
+    assert_eq!(
+        services["inngest"]["command"].as_str(),
+        Some("inngest dev -u http://worker:3000/api/inngest")
+    );
     let worker = &services["worker"];
     assert_eq!(worker["build"].as_str(), Some("."));
     let env = &worker["environment"];
     assert_eq!(env["INNGEST_DEV"].as_str(), Some("1"));
-    assert_eq!(env["INNGEST_BASE_URL"].as_str(), Some("http://inngest:8288"));
-    assert!(env["DATABASE_URL"].as_str().unwrap().contains("@postgres:5432/"));
-    assert_eq!(env["INNGEST_SERVE_ORIGIN"].as_str(), Some("http://worker:3000"));
+    assert_eq!(
+        env["INNGEST_BASE_URL"].as_str(),
+        Some("http://inngest:8288")
+    );
+    assert!(env["DATABASE_URL"]
+        .as_str()
+        .unwrap()
+        .contains("@postgres:5432/"));
+    assert_eq!(
+        env["INNGEST_SERVE_ORIGIN"].as_str(),
+        Some("http://worker:3000")
+    );
     let volume = worker["volumes"][0].as_str().unwrap();
-    assert!(volume.ends_with(env["BACKUP_STORAGE_DIR"].as_str().unwrap()), "backups live on a volume");
-    let dockerfile = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
-    assert!(dockerfile.contains("postgresql-client-${PG_MAJOR}"), "the image carries pg_dump of the server's major version");
+    assert!(
+        volume.ends_with(env["BACKUP_STORAGE_DIR"].as_str().unwrap()),
+        "backups live on a volume"
+    );
+    let dockerfile =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
+    assert!(
+        dockerfile.contains("postgresql-client-${PG_MAJOR}"),
+        "the image carries pg_dump of the server's major version"
+    );
 }

@@ -31,14 +31,30 @@ pub fn server() -> &'static TestServer {
         if let Ok(url) = std::env::var("TEST_DATABASE_URL") {
             let admin = ConnInfo::parse(&url).expect("TEST_DATABASE_URL");
             let bins = PgBinaries::locate(None, None).expect("pg_dump for TEST_DATABASE_URL");
-            return TestServer { admin, bins, tcp: None, _cluster: None };
+            return TestServer {
+                admin,
+                bins,
+                tcp: None,
+                _cluster: None,
+            };
         }
-        let bins = PgBinaries::locate(std::env::var_os("PG_BIN_DIR").as_deref().map(std::path::Path::new), None)
-            .expect("PostgreSQL binaries (apt-get install postgresql postgresql-client)");
-        let cluster = LocalCluster::start(&bins, &ClusterOptions::default()).expect("start the test cluster");
+        let bins = PgBinaries::locate(
+            std::env::var_os("PG_BIN_DIR")
+                .as_deref()
+                .map(std::path::Path::new),
+            None,
+        )
+        .expect("PostgreSQL binaries (apt-get install postgresql postgresql-client)");
+        let cluster =
+            LocalCluster::start(&bins, &ClusterOptions::default()).expect("start the test cluster");
         let admin = ConnInfo::parse(&cluster.url("postgres")).unwrap();
         let tcp = Some(cluster.tcp_url("DBNAME"));
-        TestServer { admin, bins, tcp, _cluster: Some(cluster) }
+        TestServer {
+            admin,
+            bins,
+            tcp,
+            _cluster: Some(cluster),
+        }
     })
 }
 
@@ -55,35 +71,50 @@ impl TestDb {
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
         create_database(&name).await;
         let conn = server().admin.with_database(&name);
-        let pool = riveredge_backup::db::connect(&conn, 8).await.expect("connect test db");
+        let pool = riveredge_backup::db::connect(&conn, 8)
+            .await
+            .expect("connect test db");
         Self { name, conn, pool }
     }
 
     /// A new database with our migrations applied.
     pub async fn migrated() -> Self {
         let db = Self::empty().await;
-        riveredge_backup::db::MIGRATOR.run(&db.pool).await.expect("migrations");
+        riveredge_backup::db::MIGRATOR
+            .run(&db.pool)
+            .await
+            .expect("migrations");
         db
     }
 
     /// Migrated, plus the RiverEdge-shaped fixture (`tests/fixtures/riveredge.sql`).
     pub async fn with_fixture() -> Self {
         let db = Self::migrated().await;
-        db.execute_script(include_str!("../fixtures/riveredge.sql")).await;
+        db.execute_script(include_str!("../fixtures/riveredge.sql"))
+            .await;
         db
     }
 
     /// Connects to an existing database of the test server (e.g. a restore target).
     pub async fn attach(name: &str) -> Self {
         let conn = server().admin.with_database(name);
-        let pool = riveredge_backup::db::connect(&conn, 4).await.expect("connect to existing db");
-        Self { name: name.to_owned(), conn, pool }
+        let pool = riveredge_backup::db::connect(&conn, 4)
+            .await
+            .expect("connect to existing db");
+        Self {
+            name: name.to_owned(),
+            conn,
+            pool,
+        }
     }
 
     /// Runs a multi-statement SQL script.
     pub async fn execute_script(&self, sql: &str) {
         let mut conn = self.pool.acquire().await.unwrap();
-        sqlx::raw_sql(sql).execute(&mut *conn).await.expect("script");
+        sqlx::raw_sql(sql)
+            .execute(&mut *conn)
+            .await
+            .expect("script");
     }
 
     /// The same database reached over TCP with password authentication.
@@ -98,14 +129,21 @@ impl TestDb {
     }
 
     /// [`TestDb::settings`] with some variables overridden.
-    pub fn settings_with(&self, storage_dir: &std::path::Path, overrides: &[(&str, &str)]) -> Settings {
+    pub fn settings_with(
+        &self,
+        storage_dir: &std::path::Path,
+        overrides: &[(&str, &str)],
+    ) -> Settings {
         let mut env = std::collections::BTreeMap::new();
         env.insert("DATABASE_URL".to_owned(), url_of(&self.conn));
         // Cloud mode with a signing key: every step call in the tests is signed and verified.
         env.insert("INNGEST_DEV".to_owned(), "0".to_owned());
         env.insert("INNGEST_SIGNING_KEY".to_owned(), SIGNING_KEY.to_owned());
         env.insert("INNGEST_SYNC_ON_STARTUP".to_owned(), "false".to_owned());
-        env.insert("BACKUP_STORAGE_DIR".to_owned(), storage_dir.display().to_string());
+        env.insert(
+            "BACKUP_STORAGE_DIR".to_owned(),
+            storage_dir.display().to_string(),
+        );
         env.insert("BIND_ADDRESS".to_owned(), "127.0.0.1:0".to_owned());
         for (k, v) in overrides {
             env.insert((*k).to_owned(), (*v).to_owned());
@@ -115,12 +153,16 @@ impl TestDb {
 }
 
 /// The signing key the test worker and the test executor share.
-pub const SIGNING_KEY: &str = "signkey-test-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+pub const SIGNING_KEY: &str =
+    "signkey-test-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 /// A superuser URL for a database on the test server (unix socket; no password).
 pub fn url_of(conn: &ConnInfo) -> String {
     if conn.host.starts_with('/') {
-        format!("postgres://{}@localhost/{}?host={}&port={}", conn.user, conn.database, conn.host, conn.port)
+        format!(
+            "postgres://{}@localhost/{}?host={}&port={}",
+            conn.user, conn.database, conn.host, conn.port
+        )
     } else {
         // TEST_DATABASE_URL: reuse it with another database name.
         let mut url = url::Url::parse(&std::env::var("TEST_DATABASE_URL").unwrap()).unwrap();
@@ -130,12 +172,17 @@ pub fn url_of(conn: &ConnInfo) -> String {
 }
 
 async fn admin_connection() -> sqlx::PgConnection {
-    sqlx::PgConnection::connect_with(&server().admin.connect_options()).await.expect("admin connection")
+    sqlx::PgConnection::connect_with(&server().admin.connect_options())
+        .await
+        .expect("admin connection")
 }
 
 pub async fn create_database(name: &str) {
     let mut admin = admin_connection().await;
-    sqlx::raw_sql(&format!("CREATE DATABASE {}", quote_ident(name))).execute(&mut admin).await.expect("create database");
+    sqlx::raw_sql(&format!("CREATE DATABASE {}", quote_ident(name)))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
 }
 
 pub async fn database_exists(name: &str) -> bool {
@@ -150,7 +197,6 @@ pub async fn database_exists(name: &str) -> bool {
 /// A worker serving on 127.0.0.1:<random port> against `db`.
 pub struct TestApp {
     pub address: String,
-    pub state: AppState,
     pub storage_dir: tempfile::TempDir,
     pub shutdown: CancellationToken,
 }
@@ -162,20 +208,35 @@ impl TestApp {
 
     /// An executor that drives this worker like Inngest does, signing every request.
     pub fn executor(&self) -> inngest::testing::TestExecutor {
-        inngest::testing::TestExecutor::new(self.url("/api/inngest"), Some(inngest::SigningKey::parse(SIGNING_KEY).unwrap()))
+        inngest::testing::TestExecutor::new(
+            self.url("/api/inngest"),
+            Some(inngest::SigningKey::parse(SIGNING_KEY).unwrap()),
+        )
     }
 
     /// Runs one of the worker's functions (by slug) for an event, to the end.
-    pub async fn run(&self, slug: &str, name: &str, data: serde_json::Value) -> inngest::testing::RunRecord {
+    pub async fn run(
+        &self,
+        slug: &str,
+        name: &str,
+        data: serde_json::Value,
+    ) -> inngest::testing::RunRecord {
         let event = inngest::Event::new(name, data).with_id(uuid::Uuid::new_v4().to_string());
         self.run_event(slug, event).await
     }
 
-    pub async fn run_event(&self, slug: &str, event: inngest::Event) -> inngest::testing::RunRecord {
+    pub async fn run_event(
+        &self,
+        slug: &str,
+        event: inngest::Event,
+    ) -> inngest::testing::RunRecord {
         let fn_id = format!("riveredge-backup-{slug}");
-        tokio::time::timeout(std::time::Duration::from_secs(300), self.executor().run(&fn_id, event, Some(4)))
-            .await
-            .expect("run finished within 5 minutes")
+        tokio::time::timeout(
+            std::time::Duration::from_secs(300),
+            self.executor().run(&fn_id, event, Some(4)),
+        )
+        .await
+        .expect("run finished within 5 minutes")
     }
 
     /// Files currently under the backup's prefix in storage.
@@ -200,7 +261,6 @@ impl TestApp {
 /// A backup row as the tests look at it (read with SQL, independent of the worker's queries).
 #[derive(Debug, sqlx::FromRow)]
 pub struct Row {
-    pub uuid: String,
     pub tenant_id: Option<i32>,
     pub status: String,
     pub file_path: Option<String>,
@@ -214,7 +274,7 @@ pub struct Row {
 
 pub async fn backup_row(pool: &PgPool, uuid: &str) -> Row {
     sqlx::query_as(
-        "SELECT uuid, tenant_id, status, file_path, file_size, checksum, error_message, inngest_run_id, started_at, completed_at
+        "SELECT tenant_id, status, file_path, file_size, checksum, error_message, inngest_run_id, started_at, completed_at
          FROM root_data_backups WHERE uuid = $1",
     )
     .bind(uuid)
@@ -224,7 +284,12 @@ pub async fn backup_row(pool: &PgPool, uuid: &str) -> Row {
 }
 
 /// Inserts a pending row the way the RiverEdge app does before sending its event.
-pub async fn insert_pending(pool: &PgPool, tenant: Option<i32>, scope: &str, tables: Option<Vec<&str>>) -> String {
+pub async fn insert_pending(
+    pool: &PgPool,
+    tenant: Option<i32>,
+    scope: &str,
+    tables: Option<Vec<&str>>,
+) -> String {
     let uuid = uuid::Uuid::new_v4().to_string();
     sqlx::query("INSERT INTO root_data_backups (uuid, tenant_id, name, backup_type, backup_scope, backup_tables, status) VALUES ($1, $2, 'from app', 'full', $3, $4, 'pending')")
         .bind(&uuid)
@@ -273,11 +338,20 @@ pub async fn spawn_app_with(db: &TestDb, overrides: &[(&str, &str)]) -> TestApp 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let inngest_app = riveredge_backup::jobs::inngest_app(&state).expect("inngest app");
     let router = startup::router(state.clone(), inngest_app.router());
-    let app = App::build(listener, router, settings.http.shutdown_timeout, shutdown.clone());
+    let app = App::build(
+        listener,
+        router,
+        settings.http.shutdown_timeout,
+        shutdown.clone(),
+    );
     let address = format!("http://127.0.0.1:{}", app.port());
     let stop = shutdown.clone();
     tokio::spawn(app.run_until_stopped(async move { stop.cancelled().await }));
-    TestApp { address, state, storage_dir, shutdown }
+    TestApp {
+        address,
+        storage_dir,
+        shutdown,
+    }
 }
 
 /// Order-independent content checksum of a table, computed by the server: an oracle that shares
@@ -286,5 +360,8 @@ pub async fn table_checksum(pool: &PgPool, table: &str, filter: &str) -> (i64, S
     let sql = format!(
         "SELECT count(*), coalesce(md5(string_agg(md5(t::text), '' ORDER BY md5(t::text))), '') FROM {table} t WHERE {filter}"
     );
-    sqlx::query_as(&sql).fetch_one(pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    sqlx::query_as(&sql)
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }

@@ -5,6 +5,7 @@ mod helpers;
 
 mod backup;
 mod e2e_backup;
+mod e2e_restore;
 mod foundation;
 mod restore;
 mod tenant;
