@@ -8,7 +8,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::artifact;
 use crate::backup::{self, BackupOutcome, BackupScope, BackupSpec, BackupType};
 use crate::cli::{BackupArgs, Command, ListArgs, RestoreArgs, ScopeArg, TypeArg};
 use crate::db::backups::{self as rows, BackupFilter, ClaimOutcome, NewBackup};
@@ -153,15 +152,9 @@ async fn verify(state: &AppState, uuid: &str) -> anyhow::Result<()> {
     let row = rows::get(&state.pool, uuid)
         .await?
         .with_context(|| format!("backup {uuid} does not exist"))?;
-    let report = artifact::verify(
-        state.storage.as_ref(),
-        &state.bins,
-        uuid,
-        row.checksum.as_deref(),
-        state.settings.backup.step_timeout,
-    )
-    .await
-    .with_context(|| format!("backup {uuid} does not verify"))?;
+    let report = crate::backup::verify(state, uuid, row.checksum.as_deref())
+        .await
+        .with_context(|| format!("backup {uuid} does not verify"))?;
     rows::mark_verified(&state.pool, uuid).await?;
     println!(
         "backup {uuid} verified: {} files, {} bytes, {} rows",

@@ -65,6 +65,13 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         inngest = %settings.inngest.api_base_url,
         "serving"
     );
+    if settings.inngest.dev {
+        tracing::info!(
+            "Inngest dev mode: run `npx inngest-cli@latest dev -u {}` (or set INNGEST_BASE_URL to a running one) \
+             and send `database/backup.requested` from its UI at http://localhost:8288",
+            settings.serve_url()
+        );
+    }
     // The listener is bound, so the server's first call after registering cannot be refused.
     let sync = settings.inngest.sync_on_startup.then(|| {
         inngest_app.spawn_startup_sync(&settings.serve_url(), inngest::SyncBackoff::default())

@@ -230,22 +230,15 @@ fn resolve_in_manifest(
 /// # Errors
 /// A damaged artifact or an incompatible target: [`RecoveryError::Refused`].
 pub async fn check(state: &AppState, plan: &RestorePlan) -> Result<(), RecoveryError> {
-    let timeout = state.settings.backup.step_timeout;
-    crate::artifact::verify(
-        state.storage.as_ref(),
-        &state.bins,
-        &plan.backup_uuid,
-        Some(&plan.backup_checksum),
-        timeout,
-    )
-    .await
-    .map_err(|e| {
-        if e.is_retriable() {
-            RecoveryError::Artifact(e)
-        } else {
-            refused(format!("backup verification failed: {e}"))
-        }
-    })?;
+    crate::backup::verify(state, &plan.backup_uuid, Some(&plan.backup_checksum))
+        .await
+        .map_err(|e| {
+            if e.is_retriable() {
+                RecoveryError::Artifact(e)
+            } else {
+                refused(format!("backup verification failed: {e}"))
+            }
+        })?;
     let manifest = manifest(state, plan).await?;
     let target = target_conn(state, plan);
     let Some((catalog, version)) = existing_catalog(state, &target).await? else {
@@ -377,15 +370,7 @@ async fn dump_verify_record(
 ) -> Result<BackupOutcome, RecoveryError> {
     backup::validate(state, spec).await?;
     let outcome = backup::run(state, spec).await?;
-    let timeout = state.settings.backup.step_timeout;
-    crate::artifact::verify(
-        state.storage.as_ref(),
-        &state.bins,
-        &spec.uuid,
-        Some(&outcome.manifest_sha256),
-        timeout,
-    )
-    .await?;
+    crate::backup::verify(state, &spec.uuid, Some(&outcome.manifest_sha256)).await?;
     backup_rows::mark_success(&state.pool, &spec.uuid, &outcome)
         .await
         .map_err(db("recording the backup"))?;

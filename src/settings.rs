@@ -653,6 +653,17 @@ mod tests {
     }
 
     #[test]
+    fn every_setting_is_documented_in_the_readme() {
+        let readme = include_str!("../README.md");
+        for (key, _) in KEYS {
+            assert!(
+                readme.contains(&format!("| `{key}` |")),
+                "{key} is missing from README's configuration table"
+            );
+        }
+    }
+
+    #[test]
     fn signing_keys_must_be_hex_with_optional_prefix() {
         assert!(valid_signing_key("signkey-test-0123456789abcdef"));
         assert!(valid_signing_key("0123456789abcdef"));

@@ -321,6 +321,27 @@ async fn dump_with_progress(
     }
 }
 
+/// Re-reads backup `uuid` completely with this worker's storage and programs; with
+/// `expected_sha256` (the row's checksum) the manifest must be the recorded one.
+///
+/// # Errors
+/// See [`artifact::verify`].
+pub async fn verify(
+    state: &AppState,
+    uuid: &str,
+    expected_sha256: Option<&str>,
+) -> Result<artifact::VerifyReport, artifact::ArtifactError> {
+    let timeout = state.settings.backup.step_timeout;
+    artifact::verify(
+        state.storage.as_ref(),
+        &state.bins,
+        uuid,
+        expected_sha256,
+        timeout,
+    )
+    .await
+}
+
 /// Removes a backup's artifact (absent is fine).
 ///
 /// # Errors

@@ -173,17 +173,10 @@ async fn execute(
     let (st, sp, sum) = (state.clone(), spec.clone(), summary.clone());
     step(&ctx.step, "verify", move || async move {
         let (state, spec, summary) = (&st, &sp, &sum);
-        let timeout = state.settings.backup.step_timeout;
-        crate::artifact::verify(
-            state.storage.as_ref(),
-            &state.bins,
-            &spec.uuid,
-            Some(&summary.manifest_sha256),
-            timeout,
-        )
-        .await
-        .map(|_| ())
-        .map_err(|e| inngest::Error::retriable(format!("verification failed: {e}")))
+        crate::backup::verify(state, &spec.uuid, Some(&summary.manifest_sha256))
+            .await
+            .map(|_| ())
+            .map_err(|e| inngest::Error::retriable(format!("verification failed: {e}")))
     })
     .await?;
     let (st, sp, sum) = (state.clone(), spec.clone(), summary.clone());

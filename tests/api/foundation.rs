@@ -174,3 +174,61 @@ fn docker_compose_wires_postgres_inngest_and_the_worker() {
         "the image carries pg_dump of the server's major version"
     );
 }
+
+#[tokio::test]
+async fn shutdown_stops_accepting_and_lets_the_in_flight_request_finish() {
+    use riveredge_backup::startup::App;
+    use tokio_util::sync::CancellationToken;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // An endpoint that is still working when the shutdown signal arrives.
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let started_tx = std::sync::Arc::new(std::sync::Mutex::new(Some(started_tx)));
+    let router = axum::Router::new().route(
+        "/slow",
+        axum::routing::get(move || {
+            let tx = started_tx.lock().unwrap().take();
+            async move {
+                if let Some(tx) = tx {
+                    let _ = tx.send(());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                "done"
+            }
+        }),
+    );
+    let token = CancellationToken::new();
+    let app = App::build(
+        listener,
+        router,
+        std::time::Duration::from_secs(10),
+        token.clone(),
+    );
+    let url = format!("http://127.0.0.1:{}/slow", app.port());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stop_rx.await;
+    }));
+    let in_flight = tokio::spawn(reqwest::get(url.clone()));
+    tokio::time::timeout(std::time::Duration::from_secs(10), started_rx)
+        .await
+        .unwrap()
+        .unwrap();
+
+    stop_tx.send(()).unwrap();
+
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request completes");
+    assert_eq!(response.text().await.unwrap(), "done");
+    tokio::time::timeout(std::time::Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(token.is_cancelled(), "long work is told to stop");
+    assert!(
+        reqwest::get(url).await.is_err(),
+        "no new connections after shutdown"
+    );
+}
