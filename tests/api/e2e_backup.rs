@@ -60,7 +60,46 @@ async fn a_backup_execute_event_for_a_pending_row_ends_in_success_with_a_verifie
         );
     }
     assert_eq!(doc["tenant_id"], 1);
+    let (bytes, rows): (i64, i64) =
+        sqlx::query_as("SELECT bytes_written, rows_written FROM root_data_backups WHERE uuid = $1")
+            .bind(&uuid)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    let manifest_rows: u64 = doc["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["rows"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        (bytes, rows),
+        (total as i64, manifest_rows as i64),
+        "progress ends at the artifact's size and row count"
+    );
     app.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn with_streaming_on_long_steps_answer_through_keep_alive_streams() {
+    let db = TestDb::with_fixture().await;
+    let app = crate::helpers::spawn_app_with(&db, &[("INNGEST_STREAMING", "true")]).await;
+    let uuid = insert_pending(&db.pool, None, "all", None).await;
+
+    let run = app
+        .run(FN, "backup/execute", json!({"backup_uuid": uuid}))
+        .await;
+
+    assert!(
+        matches!(run.status, RunStatus::Completed(_)),
+        "{:?}",
+        run.status
+    );
+    assert!(
+        run.calls.iter().all(|c| c.streamed),
+        "every answer came as a 201 stream"
+    );
+    assert_eq!(backup_row(&db.pool, &uuid).await.status, "success");
 }
 
 #[tokio::test]
