@@ -52,7 +52,7 @@ impl RowHasher {
     /// Feeds the next chunk; returns how many lines it completed.
     pub fn update(&mut self, mut chunk: &[u8]) -> u64 {
         let before = self.rows;
-        while let Some(end) = chunk.iter().position(|&b| b == b'\n') {
+        while let Some(end) = memchr::memchr(b'\n', chunk) {
             if self.partial.is_empty() {
                 self.add_line(&chunk[..end]);
             } else {

@@ -243,14 +243,15 @@ async fn check_tenant_exists(
     else {
         return Ok(());
     };
-    let exists: bool = sqlx::query_scalar(&format!(
-        "SELECT EXISTS (SELECT 1 FROM {} WHERE id = $1)",
-        table.quoted()
-    ))
-    .bind(tenant)
-    .fetch_one(&state.pool)
-    .await
-    .map_err(BackupError::db("checking the tenant"))?;
+    let exists = crate::tenant::tenant_exists(&state.pool, catalog, &table.to_string(), tenant)
+        .await
+        .map_err(|e| match e {
+            crate::tenant::TenantError::Database(source) => BackupError::Database {
+                context: "checking the tenant",
+                source,
+            },
+            other => BackupError::Invalid(format!("checking tenant {tenant}: {other}")),
+        })?;
     if exists {
         Ok(())
     } else {

@@ -44,13 +44,16 @@ pub async fn drill(state: &AppState, uuid: &str) -> Result<DrillReport, RestoreE
     // A leftover of a drill that was killed is not trusted: start from an empty database.
     drop_database(&mut admin, &name).await?;
     ensure_database(&mut admin, &name).await?;
-    let result = restore_into_database(
-        state,
-        &manifest,
-        &state.conn.with_database(&name),
-        None,
-        RestoreMode::Fresh,
-    )
+    let scratch = state.conn.with_database(&name);
+    let result = async {
+        let restored =
+            restore_into_database(state, &manifest, &scratch, None, RestoreMode::Fresh).await?;
+        // The drill's point: read every restored table back and compare it with the manifest.
+        let entries: Vec<_> = manifest.tables.iter().collect();
+        let tables =
+            super::load::verify_parallel(&scratch, &entries, state.settings.backup.jobs).await?;
+        Ok::<_, RestoreError>(super::RestoreReport { tables, ..restored })
+    }
     .await;
     let dropped = drop_database(&mut admin, &name).await;
     let report = result?;

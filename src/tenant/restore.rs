@@ -468,6 +468,7 @@ async fn run(
         fix_doomed_rows(conn, t).await?;
     }
     check_cross_references(conn, catalog, plan, targets).await?;
+    let temporary_indexes = index_referencing_columns(conn, catalog, targets).await?;
 
     let mut deleted = vec![0; targets.len()];
     for t in targets.iter().filter(|t| !t.deferred.is_empty()) {
@@ -502,7 +503,78 @@ async fn run(
         sequences_advanced.extend(advance_sequences(conn, catalog, t).await?);
     }
     verify(conn, targets).await?;
+    // Last, so the ACCESS EXCLUSIVE lock DROP INDEX takes lasts only until the commit.
+    for index in temporary_indexes {
+        sqlx::query(&format!("DROP INDEX {index}"))
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error("dropping a temporary index"))?;
+    }
     Ok((tables, sequences_advanced))
+}
+
+/// Deleting a parent row makes PostgreSQL look up its children through each foreign key; a
+/// referencing column without an index turns that into one sequential scan of the child table
+/// per deleted row (minutes for a tenant of a few thousand rows over a million-row child).
+/// Such columns get an index for the duration of the transaction. It is created inside the
+/// transaction (a failed restore rolls it back with everything else) and holds a SHARE lock on
+/// the child table until the commit, which pauses other sessions' writes to that table for the
+/// restore's duration: the price of finishing in seconds. A permanent index is the real fix,
+/// and the log says so.
+async fn index_referencing_columns(
+    conn: &mut PgConnection,
+    catalog: &Catalog,
+    targets: &[Target<'_>],
+) -> Result<Vec<String>, RestoreError> {
+    let mut created = Vec::new();
+    for t in targets {
+        for fk in catalog.fks_to(t.name()) {
+            // language=PostgreSQL
+            let indexed: bool = sqlx::query_scalar(
+                "SELECT EXISTS (
+                     SELECT 1 FROM pg_index i
+                     WHERE i.indrelid = $1::regclass AND i.indisvalid AND i.indpred IS NULL
+                       AND (SELECT array_agg(a.attname::text ORDER BY k.ord)
+                            FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+                            JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                            WHERE k.ord <= cardinality($2::text[])) = $2::text[])",
+            )
+            .bind(fk.table.quoted())
+            .bind(&fk.columns)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_error("looking for indexes on referencing columns"))?;
+            if indexed {
+                continue;
+            }
+            let columns = fk
+                .columns
+                .iter()
+                .map(|c| quote_ident(c))
+                .collect::<Vec<_>>()
+                .join(", ");
+            tracing::warn!(
+                table = %fk.table, columns = %fk.columns.join(", "), constraint = %fk.name,
+                "foreign key columns have no index: the restore indexes them temporarily; \
+                 add a permanent index (CREATE INDEX CONCURRENTLY) to speed up deletes everywhere"
+            );
+            let name = format!("rbk_restore_fk_{}", created.len() + 1);
+            sqlx::query(&format!(
+                "CREATE INDEX {} ON {} ({columns})",
+                quote_ident(&name),
+                fk.table.quoted()
+            ))
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error("indexing referencing columns"))?;
+            created.push(format!(
+                "{}.{}",
+                quote_ident(&fk.table.schema),
+                quote_ident(&name)
+            ));
+        }
+    }
+    Ok(created)
 }
 
 /// Timeouts, deterministic COPY text (design.md), deferred constraints, and the per-tenant lock.
