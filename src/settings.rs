@@ -27,7 +27,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("PG_BIN_DIR", "directory with pg_dump/pg_restore/psql; default: the server's major version under /usr/lib/postgresql, then PATH"),
     ("BACKUP_MAX_CONCURRENT", "backups (and restores) running at once in this worker and across the app (default 2)"),
     ("BACKUP_JOBS", "parallel COPY connections inside one backup or restore (default 2)"),
-    ("BACKUP_COMPRESSION_LEVEL", "zstd level for artifacts, 1..=19 (default 1: fastest, still smaller than pg_dump -Fc)"),
+    ("BACKUP_COMPRESSION_LEVEL", "zstd level for artifacts, 1..=19 (default 3: smaller than pg_dump -Fc at well under half its time; 1 is ~25% faster and ~10% larger)"),
     ("BACKUP_STEP_TIMEOUT_SECS", "upper bound for one dump/restore step (default 6900; Inngest cuts a call at 2 h)"),
     ("TENANTS_TABLE", "table whose ids are the valid tenant ids (default infra_tenants; empty: do not check)"),
     ("INNGEST_APP_ID", "Inngest app id; functions are registered as <app id>-<slug> (default riveredge-backup)"),
@@ -394,7 +394,7 @@ impl Parser {
             pg_bin_dir: self.get("PG_BIN_DIR").map(PathBuf::from),
             max_concurrent: self.number("BACKUP_MAX_CONCURRENT", 2, 1, 64),
             jobs: self.number("BACKUP_JOBS", 2, 1, 32),
-            compression_level: self.number("BACKUP_COMPRESSION_LEVEL", 1, 1, 19),
+            compression_level: self.number("BACKUP_COMPRESSION_LEVEL", 3, 1, 19),
             step_timeout: Duration::from_secs(self.number(
                 "BACKUP_STEP_TIMEOUT_SECS",
                 6900,
