@@ -2,10 +2,12 @@
 //! `backup-execute` function exactly as the Inngest server would, and the tests look only at
 //! what an operator sees: the row, the files, and what a restore of them gives back.
 
-use inngest::testing::RunStatus;
 use serde_json::json;
 
-use crate::helpers::{all_checksums, backup_row, insert_pending, sha256_file, spawn_app, TestDb};
+use crate::helpers::{
+    all_checksums, assert_completed, assert_failed, backup_row, insert_pending, pg_bin_dir_with,
+    sha256_file, spawn_app, TestDb,
+};
 
 const FN: &str = "backup-execute";
 
@@ -23,11 +25,7 @@ async fn a_backup_execute_event_for_a_pending_row_ends_in_success_with_a_verifie
         )
         .await;
 
-    assert!(
-        matches!(run.status, RunStatus::Completed(_)),
-        "{:?}",
-        run.status
-    );
+    assert_completed(&run);
     let row = backup_row(&db.pool, &uuid).await;
     assert_eq!(row.status, "success");
     assert_eq!(
@@ -90,11 +88,7 @@ async fn with_streaming_on_long_steps_answer_through_keep_alive_streams() {
         .run(FN, "backup/execute", json!({"backup_uuid": uuid}))
         .await;
 
-    assert!(
-        matches!(run.status, RunStatus::Completed(_)),
-        "{:?}",
-        run.status
-    );
+    assert_completed(&run);
     assert!(
         run.calls.iter().all(|c| c.streamed),
         "every answer came as a 201 stream"
@@ -118,11 +112,7 @@ async fn database_backup_requested_with_the_current_riveredge_payload_backs_up_e
         )
         .await;
 
-    assert!(
-        matches!(run.status, RunStatus::Completed(_)),
-        "{:?}",
-        run.status
-    );
+    assert_completed(&run);
     assert_eq!(backup_row(&db.pool, &uuid).await.status, "success");
 
     let target = format!("{}_restored", db.name);
@@ -133,11 +123,7 @@ async fn database_backup_requested_with_the_current_riveredge_payload_backs_up_e
             json!({"backup_uuid": uuid, "target_database": target}),
         )
         .await;
-    assert!(
-        matches!(restore.status, RunStatus::Completed(_)),
-        "{:?}",
-        restore.status
-    );
+    assert_completed(&restore);
     let restored = TestDb::attach(&target).await;
     assert_eq!(
         all_checksums(&restored.pool).await,
@@ -160,16 +146,8 @@ async fn an_event_without_a_row_creates_it_and_a_duplicate_delivery_makes_one_ar
     let first = app.run_event(FN, event.clone()).await;
     let second = app.run_event(FN, event).await;
 
-    assert!(
-        matches!(first.status, RunStatus::Completed(_)),
-        "{:?}",
-        first.status
-    );
-    assert!(
-        matches!(second.status, RunStatus::Completed(_)),
-        "{:?}",
-        second.status
-    );
+    assert_completed(&first);
+    assert_completed(&second);
     let rows: Vec<(String, String)> = sqlx::query_as("SELECT uuid, status FROM root_data_backups")
         .fetch_all(&db.pool)
         .await
@@ -212,11 +190,7 @@ async fn a_failed_backup_can_be_run_again() {
         .run(FN, "backup/execute", json!({"backup_uuid": uuid}))
         .await;
 
-    assert!(
-        matches!(run.status, RunStatus::Completed(_)),
-        "{:?}",
-        run.status
-    );
+    assert_completed(&run);
     let row = backup_row(&db.pool, &uuid).await;
     assert_eq!((row.status.as_str(), row.error_message), ("success", None));
 }
@@ -237,9 +211,7 @@ async fn an_unknown_table_fails_the_row_for_good_with_a_clear_message_and_no_fil
         .run(FN, "backup/execute", json!({"backup_uuid": uuid}))
         .await;
 
-    let RunStatus::Failed(_) = run.status else {
-        panic!("{:?}", run.status)
-    };
+    assert_failed(&run);
     assert!(
         run.calls.iter().all(|c| c.attempt == 0),
         "a final error is not retried"
@@ -272,11 +244,7 @@ async fn a_tenant_that_does_not_exist_is_a_final_error() {
         )
         .await;
 
-    assert!(
-        matches!(run.status, RunStatus::Failed(_)),
-        "{:?}",
-        run.status
-    );
+    assert_failed(&run);
     let row = backup_row(&db.pool, &uuid).await;
     assert_eq!(row.status, "failed");
     assert!(
@@ -300,9 +268,7 @@ async fn an_event_whose_tenant_does_not_match_the_row_leaves_the_row_alone() {
         )
         .await;
 
-    let RunStatus::Failed(body) = &run.status else {
-        panic!("{:?}", run.status)
-    };
+    let body = assert_failed(&run);
     assert!(body.to_string().contains("tenant 2"), "{body}");
     assert_eq!(
         backup_row(&db.pool, &uuid).await.status,
@@ -324,9 +290,7 @@ async fn a_malformed_event_is_rejected_without_retries() {
         )
         .await;
 
-    let RunStatus::Failed(body) = &run.status else {
-        panic!("{:?}", run.status)
-    };
+    let body = assert_failed(&run);
     assert!(body.to_string().contains("tenant_id"), "{body}");
     assert_eq!(run.calls.len(), 1);
     assert_eq!(run.calls[0].no_retry, Some(true));
@@ -376,11 +340,7 @@ async fn a_forged_or_missing_signature_is_refused_and_nothing_happens() {
 async fn pg_dump_missing_fails_the_backup_for_good_with_the_reason_and_no_artifact_left() {
     let db = TestDb::with_fixture().await;
     // The worker starts with a working pg_dump, which then disappears (a broken upgrade).
-    let bin = tempfile::tempdir().unwrap();
-    let real = crate::helpers::server().bins.program("pg_dump");
-    for tool in ["pg_dump", "pg_restore", "psql"] {
-        std::os::unix::fs::symlink(real.with_file_name(tool), bin.path().join(tool)).unwrap();
-    }
+    let bin = pg_bin_dir_with(&["pg_dump", "pg_restore", "psql"]);
     let app =
         crate::helpers::spawn_app_with(&db, &[("PG_BIN_DIR", bin.path().to_str().unwrap())]).await;
     std::fs::remove_file(bin.path().join("pg_dump")).unwrap();
@@ -390,11 +350,7 @@ async fn pg_dump_missing_fails_the_backup_for_good_with_the_reason_and_no_artifa
         .run(FN, "backup/execute", json!({"backup_uuid": uuid}))
         .await;
 
-    assert!(
-        matches!(run.status, RunStatus::Failed(_)),
-        "{:?}",
-        run.status
-    );
+    assert_failed(&run);
     let attempts: Vec<u32> = run
         .calls
         .iter()
@@ -417,11 +373,8 @@ async fn pg_dump_missing_fails_the_backup_for_good_with_the_reason_and_no_artifa
 async fn pg_dump_killed_halfway_is_retried_and_the_retry_leaves_one_clean_artifact() {
     let db = TestDb::with_fixture().await;
     // A pg_dump that writes half a dump and is killed the first time, and works afterwards.
-    let bin = tempfile::tempdir().unwrap();
+    let bin = pg_bin_dir_with(&["pg_restore", "psql"]);
     let real = crate::helpers::server().bins.program("pg_dump");
-    for tool in ["pg_restore", "psql"] {
-        std::os::unix::fs::symlink(real.with_file_name(tool), bin.path().join(tool)).unwrap();
-    }
     let marker = bin.path().join("killed-once");
     let script = format!(
         "#!/bin/sh\nif [ \"$1\" != --version ] && [ ! -f '{m}' ]; then touch '{m}'; printf 'PGDMP partial'; kill -9 $$; fi\nexec '{real}' \"$@\"\n",
@@ -446,11 +399,7 @@ async fn pg_dump_killed_halfway_is_retried_and_the_retry_leaves_one_clean_artifa
         )
         .await;
 
-    assert!(
-        matches!(run.status, RunStatus::Completed(_)),
-        "{:?}",
-        run.status
-    );
+    assert_completed(&run);
     let dump_ops: Vec<(u32, String)> = run
         .calls
         .iter()

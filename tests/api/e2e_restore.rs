@@ -4,12 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use inngest::testing::RunStatus;
 use serde_json::json;
 use sqlx::PgPool;
 
 use crate::helpers::{
-    all_checksums, backup_row, insert_pending, spawn_app, table_checksum, TestApp, TestDb,
+    all_checksums, assert_completed, assert_failed, backup_row, insert_pending, spawn_app,
+    table_checksum, TestApp, TestDb,
 };
 
 /// Per table, the rows of `tenant` (join tables through their parents) or, with `others`, every
@@ -114,11 +114,7 @@ async fn backup_of(app: &TestApp, db: &TestDb, tenant: Option<i32>, scope: &str)
             json!({"backup_uuid": uuid, "tenant_id": tenant}),
         )
         .await;
-    assert!(
-        matches!(run.status, RunStatus::Completed(_)),
-        "backup: {:?}",
-        run.status
-    );
+    assert_completed(&run);
     uuid
 }
 
@@ -149,11 +145,7 @@ async fn a_tenant_restore_brings_back_exactly_that_tenant_and_leaves_everyone_el
         )
         .await;
 
-    assert!(
-        matches!(run.status, RunStatus::Completed(_)),
-        "{:?}",
-        run.status
-    );
+    assert_completed(&run);
     assert_eq!(
         tenant_checksums(&db.pool, 2, false).await,
         backed_up,
@@ -209,11 +201,7 @@ async fn the_safety_backup_undoes_a_mistaken_restore() {
             json!({"backup_uuid": old, "tenant_id": 1, "file_path": "/ignored"}),
         )
         .await;
-    assert!(
-        matches!(mistaken.status, RunStatus::Completed(_)),
-        "{:?}",
-        mistaken.status
-    );
+    assert_completed(&mistaken);
     assert_ne!(tenant_checksums(&db.pool, 1, false).await, current);
     let safety: String = sqlx::query_scalar(
         "SELECT safety_backup_uuid FROM root_data_restores WHERE backup_uuid = $1",
@@ -230,11 +218,7 @@ async fn the_safety_backup_undoes_a_mistaken_restore() {
         )
         .await;
 
-    assert!(
-        matches!(undo.status, RunStatus::Completed(_)),
-        "{:?}",
-        undo.status
-    );
+    assert_completed(&undo);
     assert_eq!(
         tenant_checksums(&db.pool, 1, false).await,
         current,
@@ -267,9 +251,7 @@ async fn a_corrupted_artifact_is_refused_before_anything_changes() {
         )
         .await;
 
-    let RunStatus::Failed(body) = &run.status else {
-        panic!("{:?}", run.status)
-    };
+    let body = assert_failed(&run);
     assert!(body.to_string().contains("verification failed"), "{body}");
     assert_eq!(
         all_checksums(&db.pool).await,
@@ -305,9 +287,7 @@ async fn a_tenant_cannot_restore_another_tenants_backup() {
         )
         .await;
 
-    let RunStatus::Failed(body) = &run.status else {
-        panic!("{:?}", run.status)
-    };
+    let body = assert_failed(&run);
     assert!(
         body.to_string().contains("does not belong to tenant 3"),
         "{body}"
@@ -331,11 +311,7 @@ async fn a_whole_database_backup_goes_into_the_live_database_only_with_replace()
             json!({"backup_uuid": uuid}),
         )
         .await;
-    assert!(
-        matches!(refused.status, RunStatus::Failed(_)),
-        "{:?}",
-        refused.status
-    );
+    assert_failed(&refused);
     assert_eq!(
         all_checksums(&db.pool).await,
         changed,
@@ -349,11 +325,7 @@ async fn a_whole_database_backup_goes_into_the_live_database_only_with_replace()
             json!({"backup_uuid": uuid, "replace": true}),
         )
         .await;
-    assert!(
-        matches!(replaced.status, RunStatus::Completed(_)),
-        "{:?}",
-        replaced.status
-    );
+    assert_completed(&replaced);
     assert_eq!(
         all_checksums(&db.pool).await,
         backed_up,
@@ -379,11 +351,7 @@ async fn a_table_backup_restores_only_its_tables() {
             json!({"backup_uuid": uuid}),
         )
         .await;
-    assert!(
-        matches!(run.status, RunStatus::Completed(_)),
-        "{:?}",
-        run.status
-    );
+    assert_completed(&run);
     let settings_before = table_checksum(&db.pool, "infra_platform_settings", "true").await;
     db.execute_script(MUTATE_OTHERS).await;
     let users_after_mutation = table_checksum(&db.pool, "core_users", "true").await;
@@ -396,11 +364,7 @@ async fn a_table_backup_restores_only_its_tables() {
         )
         .await;
 
-    assert!(
-        matches!(restore.status, RunStatus::Completed(_)),
-        "{:?}",
-        restore.status
-    );
+    assert_completed(&restore);
     assert_eq!(
         table_checksum(&db.pool, "infra_platform_settings", "true").await,
         settings_before

@@ -365,3 +365,33 @@ pub async fn table_checksum(pool: &PgPool, table: &str, filter: &str) -> (i64, S
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
+
+/// The run completed (200 with the function's value).
+#[track_caller]
+pub fn assert_completed(run: &inngest::testing::RunRecord) {
+    assert!(
+        matches!(run.status, inngest::testing::RunStatus::Completed(_)),
+        "{:?}",
+        run.status
+    );
+}
+
+/// The run failed for good; returns the error body.
+#[track_caller]
+pub fn assert_failed(run: &inngest::testing::RunRecord) -> &serde_json::Value {
+    match &run.status {
+        inngest::testing::RunStatus::Failed(body) => body,
+        other => panic!("expected a failed run, got {other:?}"),
+    }
+}
+
+/// A directory holding links to the real PostgreSQL programs named in `tools`, to be used as
+/// `PG_BIN_DIR` by tests that remove or replace one of them.
+pub fn pg_bin_dir_with(tools: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let real = server().bins.program("pg_dump");
+    for tool in tools {
+        std::os::unix::fs::symlink(real.with_file_name(tool), dir.path().join(tool)).unwrap();
+    }
+    dir
+}
