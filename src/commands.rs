@@ -8,16 +8,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::backup::{self, BackupOutcome, BackupScope, BackupSpec, BackupType};
+use crate::backup::{BackupOutcome, BackupScope, BackupSpec, BackupType};
 use crate::cli::{BackupArgs, Command, ListArgs, RestoreArgs, ScopeArg, TypeArg};
-use crate::db::backups::{self as rows, BackupFilter, ClaimOutcome, NewBackup};
-use crate::recovery::{self, RestoreRequest};
+use crate::db::backups::{self as rows, BackupFilter};
 use crate::restore;
 use crate::settings::Settings;
 use crate::startup::{AppState, Database};
-
-/// How long a `running` row may go without progress before the CLI may take it over.
-const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+use crate::usecases::restore::{self as recovery, Prepared, RestoreRequest};
 
 /// Runs an operator command against the configured database.
 ///
@@ -89,27 +86,19 @@ pub async fn take_backup(
     spec: &BackupSpec,
     name: &str,
 ) -> anyhow::Result<BackupOutcome> {
-    backup::validate(state, spec).await?;
-    let new = NewBackup {
-        uuid: spec.uuid.clone(),
-        tenant_id: spec.tenant_id,
-        name: name.to_owned(),
-        backup_type: spec.backup_type.as_str().to_owned(),
-        backup_scope: spec.scope.as_str().to_owned(),
-        backup_tables: (!spec.tables.is_empty()).then(|| spec.tables.clone()),
-    };
-    rows::insert(&state.pool, &new)
-        .await
-        .context("recording the backup")?;
-    let run_id = format!("cli-{}", std::process::id());
-    match rows::claim(&state.pool, &spec.uuid, &run_id, STALE_AFTER).await? {
-        ClaimOutcome::Claimed => {}
-        other => anyhow::bail!("backup {} cannot be started: {other:?}", spec.uuid),
-    }
+    let run_id = format!("cli-{}", uuid::Uuid::new_v4());
     println!("backup {} started ({})", spec.uuid, name);
-    let outcome = recovery::take_backup(state, spec)
+    let row = crate::usecases::backup::take(state, spec, name, &run_id)
         .await
         .with_context(|| format!("backup {} failed", spec.uuid))?;
+    let outcome = BackupOutcome {
+        manifest: serde_json::from_value(row.manifest.clone().unwrap_or_default())
+            .context("reading the recorded manifest")?,
+        manifest_sha256: row.checksum.clone().unwrap_or_default(),
+        total_size: u64::try_from(row.file_size.unwrap_or(0)).unwrap_or(0),
+        file_path: row.file_path.clone().unwrap_or_default(),
+        rows: u64::try_from(row.rows_written).unwrap_or(0),
+    };
     println!(
         "backup {} succeeded: {} tables, {} rows, {} bytes, manifest sha256 {}",
         spec.uuid,
@@ -174,16 +163,30 @@ async fn restore_command(state: &AppState, args: RestoreArgs) -> anyhow::Result<
         target_database: args.target_database.clone(),
         replace: args.replace,
     };
-    let plan = recovery::prepare(state, &request).await?;
+    let run_id = format!("cli-{}", request.restore_uuid);
+    let plan = match recovery::prepare(state, &request).await? {
+        Prepared::Run(plan) => plan,
+        Prepared::AlreadyDone(saved) => {
+            anyhow::bail!("restore {} was applied already", saved.restore_uuid)
+        }
+    };
     let result = async {
+        match recovery::claim(state, &plan, &run_id).await? {
+            crate::db::restores::RestoreClaim::Mine => {}
+            other => {
+                return Err(recovery::RestoreRequestError::Refused(format!(
+                    "restore {} cannot start: {other:?}",
+                    plan.restore_uuid
+                )))
+            }
+        }
         recovery::check(state, &plan).await?;
-        let run_id = format!("cli-{}", std::process::id());
         if let Some(safety) = recovery::safety_backup(state, &plan, &run_id).await? {
             println!("safety backup {safety} holds what is about to be replaced");
         }
-        let rows = recovery::apply(state, &plan).await?;
-        recovery::finish(state, &plan, &rows).await?;
-        Ok::<_, recovery::RecoveryError>(rows)
+        let rows = recovery::apply(state, &plan, &run_id).await?;
+        recovery::finish(state, &plan, &run_id, &rows).await?;
+        Ok::<_, recovery::RestoreRequestError>(rows)
     }
     .await;
     match result {
@@ -200,7 +203,7 @@ async fn restore_command(state: &AppState, args: RestoreArgs) -> anyhow::Result<
             Ok(())
         }
         Err(e) => {
-            recovery::fail(state, request.restore_uuid, &e.to_string()).await?;
+            recovery::fail(state, request.restore_uuid, &run_id, &e.to_string()).await?;
             Err(anyhow::Error::new(e).context(format!("restore of backup {} failed", args.uuid)))
         }
     }

@@ -47,8 +47,30 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     }
 }
 
+/// Dev mode checks no signatures: anyone who reaches the port could start a restore. It is for
+/// a developer's machine, so it must be bound to loopback unless explicitly forced.
+fn check_dev_mode(settings: &Settings) -> anyhow::Result<()> {
+    if !settings.inngest.dev || settings.http.bind.ip().is_loopback() {
+        return Ok(());
+    }
+    if settings.inngest.dev_allow_remote {
+        tracing::warn!(
+            address = %settings.http.bind,
+            "INNGEST DEV MODE ON A NON-LOOPBACK ADDRESS: step calls are NOT signature-checked; \
+             anyone who reaches this port can run backups and restores"
+        );
+        return Ok(());
+    }
+    anyhow::bail!(
+        "refusing to serve in Inngest dev mode (no signature checks) on {}: bind to 127.0.0.1, \
+         set INNGEST_SIGNING_KEY and INNGEST_DEV=0, or set INNGEST_DEV_ALLOW_REMOTE=true to force it",
+        settings.http.bind
+    )
+}
+
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
+    check_dev_mode(&settings)?;
     let db = Database::open(&settings).await?;
     let shutdown = CancellationToken::new();
     let state = AppState::new(settings.clone(), &db, shutdown.clone())?;
@@ -56,6 +78,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {} (set BIND_ADDRESS)", settings.http.bind))?;
     let inngest_app = jobs::inngest_app(&state).context("INNGEST_SIGNING_KEY")?;
+    let reaper = riveredge_backup::usecases::reaper::spawn(state.clone());
     let router = startup::router(state, inngest_app.router());
     let app = App::build(listener, router, settings.http.shutdown_timeout, shutdown);
     tracing::info!(
@@ -80,6 +103,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     if let Some(sync) = sync {
         sync.abort();
     }
+    reaper.abort();
     drop(db);
     Ok(())
 }

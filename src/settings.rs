@@ -32,6 +32,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("TENANTS_TABLE", "table whose ids are the valid tenant ids (default infra_tenants; empty: do not check)"),
     ("INNGEST_APP_ID", "Inngest app id; functions are registered as <app id>-<slug> (default riveredge-backup)"),
     ("INNGEST_DEV", "1 or a dev-server URL: dev mode (no signatures); 0: cloud mode. Default: 1 when DATABASE_URL is unset, else cloud"),
+    ("INNGEST_DEV_ALLOW_REMOTE", "true: allow dev mode (no signature checks) on a non-loopback BIND_ADDRESS; anyone who can reach the port can then run backups and restores (default false)"),
     ("INNGEST_BASE_URL", "Inngest API and event origin, e.g. http://localhost:8288 or http://inngest:8288"),
     ("INNGEST_API_BASE_URL", "Inngest API origin (overrides INNGEST_BASE_URL for /fn/register and /v0)"),
     ("INNGEST_EVENT_API_BASE_URL", "Inngest event origin (overrides INNGEST_BASE_URL for /e/<key>)"),
@@ -119,6 +120,8 @@ pub struct InngestSettings {
     pub serve_path: String,
     pub streaming: bool,
     pub sync_on_startup: bool,
+    /// Dev mode on a non-loopback address (no signature checks reachable from outside).
+    pub dev_allow_remote: bool,
 }
 
 impl fmt::Debug for InngestSettings {
@@ -500,6 +503,7 @@ impl Parser {
             serve_path,
             streaming: self.boolean("INNGEST_STREAMING", false),
             sync_on_startup: self.boolean("INNGEST_SYNC_ON_STARTUP", true),
+            dev_allow_remote: self.boolean("INNGEST_DEV_ALLOW_REMOTE", false),
         }
     }
 }

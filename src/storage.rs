@@ -15,6 +15,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -90,6 +91,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// A local file path for the object, when the store is a local directory. Tools that need
     /// a seekable file (`pg_restore -j`) use it; other stores return `None` and callers copy.
     fn local_path(&self, key: &ObjectKey) -> Option<PathBuf>;
+    /// The top-level prefixes (one per backup) with the time anything below them last changed,
+    /// for the reaper's orphan sweep.
+    fn prefixes(&self) -> BoxFuture<'_, io::Result<Vec<(ObjectKey, SystemTime)>>>;
+    /// Removes uncommitted leftovers of writers that died without cleaning up (a killed
+    /// worker): those of dead processes on this host at once, any older than `min_age`; live
+    /// writers of other replicas are younger and stay.
+    fn sweep_partials(&self, min_age: Duration) -> BoxFuture<'_, io::Result<usize>>;
 }
 
 /// Artifacts in a local directory (a mounted volume in Docker).
@@ -121,28 +129,47 @@ impl LocalStorage {
     fn path(&self, key: &ObjectKey) -> PathBuf {
         self.root.join(key.as_str())
     }
+}
 
-    /// Removes uncommitted leftovers of writers that died without dropping (a killed worker).
-    /// Only files older than `min_age` go, so live writers of other replicas are safe.
-    ///
-    /// # Errors
-    /// The partial directory cannot be read.
-    pub fn sweep_partials(&self, min_age: std::time::Duration) -> io::Result<usize> {
-        let mut removed = 0;
-        for entry in std::fs::read_dir(self.root.join(PARTIAL_DIR))? {
+/// `<host>~<pid>~`: who writes a partial file, so the files of a process that died on this
+/// host can go at once while other hosts' (a shared volume) wait for the age threshold.
+fn writer_tag() -> String {
+    format!("{}~{}~", host_name(), std::process::id())
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().replace(['~', '/'], "_"))
+        .unwrap_or_default()
+}
+
+/// Whether a partial file was written by a process of this host that no longer runs.
+fn writer_is_dead(file_name: &str) -> bool {
+    let mut parts = file_name.splitn(3, '~');
+    let (Some(host), Some(pid), Some(_)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    host == host_name()
+        && pid.parse::<u32>().is_ok_and(|pid| {
+            pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+        })
+}
+
+/// The newest modification time of `dir` and everything below it.
+fn newest_mtime(dir: &Path) -> io::Result<SystemTime> {
+    let mut newest = std::fs::metadata(dir)?.modified()?;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
             let entry = entry?;
-            let old = entry
-                .metadata()?
-                .modified()?
-                .elapsed()
-                .map(|a| a >= min_age)
-                .unwrap_or(false);
-            if old && std::fs::remove_file(entry.path()).is_ok() {
-                removed += 1;
+            let meta = entry.metadata()?;
+            newest = newest.max(meta.modified()?);
+            if meta.is_dir() {
+                stack.push(entry.path());
             }
         }
-        Ok(removed)
     }
+    Ok(newest)
 }
 
 impl Storage for LocalStorage {
@@ -153,7 +180,8 @@ impl Storage for LocalStorage {
         Box::pin(async move {
             let final_path = self.path(key);
             let partial = self.root.join(PARTIAL_DIR).join(format!(
-                "{}.{}",
+                "{}{}.{}",
+                writer_tag(),
                 key.as_str().replace('/', "__"),
                 uuid::Uuid::new_v4().simple()
             ));
@@ -235,6 +263,58 @@ impl Storage for LocalStorage {
 
     fn local_path(&self, key: &ObjectKey) -> Option<PathBuf> {
         Some(self.path(key))
+    }
+
+    fn prefixes(&self) -> BoxFuture<'_, io::Result<Vec<(ObjectKey, SystemTime)>>> {
+        let root = self.root.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let mut out = Vec::new();
+                for entry in std::fs::read_dir(&root)? {
+                    let entry = entry?;
+                    let Some(key) = entry
+                        .file_name()
+                        .to_str()
+                        .and_then(|n| ObjectKey::parse(n).ok())
+                    else {
+                        continue; // `.partial` and anything that is not ours
+                    };
+                    match newest_mtime(&entry.path()) {
+                        Ok(mtime) => out.push((key, mtime)),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {} // deleted meanwhile
+                        Err(e) => return Err(e),
+                    }
+                }
+                out.sort();
+                Ok(out)
+            })
+            .await
+            .map_err(io::Error::other)?
+        })
+    }
+
+    fn sweep_partials(&self, min_age: Duration) -> BoxFuture<'_, io::Result<usize>> {
+        let partial = self.root.join(PARTIAL_DIR);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let mut removed = 0;
+                for entry in std::fs::read_dir(partial)? {
+                    let entry = entry?;
+                    let old = entry
+                        .metadata()?
+                        .modified()?
+                        .elapsed()
+                        .is_ok_and(|age| age >= min_age);
+                    let orphan = entry.file_name().to_str().is_some_and(writer_is_dead);
+                    if (old || orphan) && std::fs::remove_file(entry.path()).is_ok() {
+                        removed += 1;
+                    }
+                }
+                Ok(removed)
+            })
+            .await
+            .map_err(io::Error::other)?
+        })
     }
 }
 

@@ -199,7 +199,9 @@ pub enum ArtifactError {
 impl ArtifactError {
     /// Storage errors may pass; everything else is a property of the stored bytes.
     pub fn is_retriable(&self) -> bool {
-        matches!(self, Self::Storage { .. })
+        // Integrity failures (checksum, decode, row counts) are final; only storage I/O that
+        // may recover is worth another read.
+        matches!(self, Self::Storage { source, .. } if crate::retry::is_transient_io(source))
     }
 
     /// Wraps this error into an `io::Error` (kind `InvalidData`) that can be recovered with

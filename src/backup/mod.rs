@@ -135,6 +135,9 @@ pub enum BackupError {
     Artifact(#[from] ArtifactError),
     #[error("internal error: {0}")]
     Internal(String),
+    /// Another run took the backup over (this one was presumed dead): its files are not ours.
+    #[error("backup {uuid} was taken over by run {owner}; this run stopped without touching it")]
+    LostClaim { uuid: String, owner: String },
 }
 
 impl BackupError {
@@ -147,20 +150,21 @@ impl BackupError {
             | Self::UnknownTables(_)
             | Self::NoTenantRows { .. }
             | Self::TenantNotFound(_)
-            | Self::UnknownBackup(_) => false,
+            | Self::UnknownBackup(_)
+            | Self::LostClaim { .. } => false,
             // A missing or non-executable pg_dump is fixed by configuration, not by a retry.
             Self::Process(e) => !matches!(
                 e,
                 ProcessError::NotFound { .. } | ProcessError::PermissionDenied { .. }
             ),
             Self::Artifact(e) => e.is_retriable(),
+            Self::Database { source, .. } => crate::retry::is_transient_sql(source),
+            Self::Storage(e) => crate::retry::is_transient_io(e),
             Self::Busy(_)
             | Self::Cancelled
             | Self::Timeout(_)
             | Self::SchemaChanged(_)
-            | Self::Database { .. }
             | Self::DiskFull(_)
-            | Self::Storage(_)
             | Self::Internal(_) => true,
         }
     }
@@ -259,16 +263,22 @@ async fn check_tenant_exists(
     }
 }
 
-/// Takes the backup described by `spec` and publishes it under `<uuid>/`.
+/// Takes the backup described by `spec` for run `owner` (`None`: outside any run, as the
+/// benchmarks and engine tests do) and publishes it under `<uuid>/`.
 ///
 /// Holds one of the process's backup slots for the whole dump, stops at shutdown, and on any
 /// failure deletes everything under the prefix so nothing incomplete can be mistaken for a
-/// backup.
+/// backup — unless another run took the backup over ([`BackupError::LostClaim`], noticed at
+/// the next progress report): then the files are that run's and stay.
 ///
 /// # Errors
 /// See [`BackupError`]; [`BackupError::is_retriable`] tells whether to try again.
 #[tracing::instrument(skip_all, fields(backup = %spec.uuid, scope = spec.scope.as_str()))]
-pub async fn run(state: &AppState, spec: &BackupSpec) -> Result<BackupOutcome, BackupError> {
+pub async fn run(
+    state: &AppState,
+    spec: &BackupSpec,
+    owner: Option<&str>,
+) -> Result<BackupOutcome, BackupError> {
     let validated = validate(state, spec).await?;
     let _slot = tokio::time::timeout(SLOT_WAIT, state.limiter.clone().acquire_owned())
         .await
@@ -277,7 +287,7 @@ pub async fn run(state: &AppState, spec: &BackupSpec) -> Result<BackupOutcome, B
     // A retried attempt starts clean: leftovers of an earlier one are never mixed in.
     discard(state, &spec.uuid).await?;
     let started = std::time::Instant::now();
-    let result = dump_with_progress(state, &validated).await;
+    let result = dump_with_progress(state, &validated, owner).await;
     match result {
         Ok(outcome) => {
             tracing::info!(
@@ -289,6 +299,7 @@ pub async fn run(state: &AppState, spec: &BackupSpec) -> Result<BackupOutcome, B
             );
             Ok(outcome)
         }
+        Err(e @ BackupError::LostClaim { .. }) => Err(e),
         Err(e) => {
             if let Err(cleanup) = discard(state, &spec.uuid).await {
                 tracing::error!(error = %cleanup, "could not remove the partial backup");
@@ -301,6 +312,7 @@ pub async fn run(state: &AppState, spec: &BackupSpec) -> Result<BackupOutcome, B
 async fn dump_with_progress(
     state: &AppState,
     validated: &ValidatedSpec,
+    owner: Option<&str>,
 ) -> Result<BackupOutcome, BackupError> {
     let progress = Arc::new(Progress::default());
     let timeout = state.settings.backup.step_timeout;
@@ -314,11 +326,28 @@ async fn dump_with_progress(
             () = state.shutdown.cancelled() => break Err(BackupError::Cancelled),
             _ = tick.tick() => {
                 let (bytes, rows) = progress.snapshot();
-                if let Err(e) = crate::db::backups::update_progress(&state.pool, &validated.spec.uuid, bytes, rows).await {
-                    tracing::warn!(error = %e, "could not record progress");
+                let uuid = &validated.spec.uuid;
+                match crate::db::backups::update_progress(&state.pool, uuid, owner, bytes, rows).await {
+                    Ok(true) => {}
+                    Ok(false) => break Err(lost_claim(state, uuid).await),
+                    Err(e) => tracing::warn!(error = %e, "could not record progress"),
                 }
             }
         }
+    }
+}
+
+/// The error for a run that found its backup owned by someone else.
+async fn lost_claim(state: &AppState, uuid: &str) -> BackupError {
+    let owner = crate::db::backups::get(&state.pool, uuid)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|row| row.inngest_run_id)
+        .unwrap_or_else(|| "?".to_owned());
+    BackupError::LostClaim {
+        uuid: uuid.to_owned(),
+        owner,
     }
 }
 

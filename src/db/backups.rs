@@ -2,7 +2,9 @@
 //!
 //! A row moves `pending → running → success | failed`; [`claim`] is the only way into
 //! `running`, so two runs never dump the same backup at once, and a run that died (no progress
-//! for `stale_after`) can be taken over.
+//! for `stale_after`) can be taken over. Every later transition names its owner
+//! (`inngest_run_id`) and the status it expects: a run that lost its claim, or a duplicate that
+//! never had one, cannot mark, fail or delete a backup that another run owns or that succeeded.
 
 use std::time::Duration;
 
@@ -57,16 +59,26 @@ pub struct NewBackup {
 }
 
 /// The result of trying to start a backup run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClaimOutcome {
+#[derive(Debug, Clone)]
+pub enum Claim {
     /// This run owns the backup now (status `running`).
-    Claimed,
-    /// It is done already: a retried step must not dump again.
-    AlreadySucceeded,
+    Mine,
+    /// It succeeded already (a duplicate, a retried step, a rerun): here is the saved row.
+    AlreadyDone(Box<BackupRow>),
     /// Another run is at it and has reported progress recently.
-    RunningElsewhere {
-        run_id: Option<String>,
+    Busy {
+        owner: Option<String>,
     },
+    NotFound,
+}
+
+/// The result of a guarded transition (success or failure) of a backup row.
+#[derive(Debug, Clone)]
+pub enum Transition {
+    /// This run owned the row and moved it.
+    Done,
+    /// Nothing changed: the row is no longer this run's (here it is as it stands).
+    NotOwner(Box<BackupRow>),
     NotFound,
 }
 
@@ -137,12 +149,12 @@ pub async fn claim(
     uuid: &str,
     run_id: &str,
     stale_after: Duration,
-) -> Result<ClaimOutcome, sqlx::Error> {
+) -> Result<Claim, sqlx::Error> {
     // language=PostgreSQL
     let claimed = sqlx::query(
         "UPDATE root_data_backups
          SET status = 'running', started_at = now(), inngest_run_id = $2, error_message = NULL,
-             completed_at = NULL, bytes_written = 0, rows_written = 0, progress_updated_at = NULL,
+             completed_at = NULL, bytes_written = 0, rows_written = 0, progress_updated_at = now(),
              updated_at = now()
          WHERE uuid = $1 AND deleted_at IS NULL
            AND (status IN ('pending', 'failed')
@@ -156,36 +168,71 @@ pub async fn claim(
     .execute(db)
     .await?;
     if claimed.rows_affected() == 1 {
-        return Ok(ClaimOutcome::Claimed);
+        return Ok(Claim::Mine);
     }
     Ok(match get(db, uuid).await? {
-        None => ClaimOutcome::NotFound,
-        Some(row) if row.status == "success" => ClaimOutcome::AlreadySucceeded,
-        Some(row) => ClaimOutcome::RunningElsewhere {
-            run_id: row.inngest_run_id,
+        None => Claim::NotFound,
+        Some(row) if row.status == "success" => Claim::AlreadyDone(Box::new(row)),
+        Some(row) => Claim::Busy {
+            owner: row.inngest_run_id,
         },
     })
 }
 
-/// Records a published and verified backup.
+/// Whether `run_id` still owns the running backup (a run checks before each effect).
+///
+/// # Errors
+/// Database errors.
+pub async fn owned_by(
+    db: impl PgExecutor<'_>,
+    uuid: &str,
+    run_id: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM root_data_backups
+                        WHERE uuid = $1 AND status = 'running' AND inngest_run_id = $2 AND deleted_at IS NULL)",
+    )
+    .bind(uuid)
+    .bind(run_id)
+    .fetch_one(db)
+    .await
+}
+
+/// What a guarded update changed, read back when it changed nothing.
+async fn transition(
+    db: impl PgExecutor<'_> + Copy,
+    uuid: &str,
+    affected: u64,
+) -> Result<Transition, sqlx::Error> {
+    if affected == 1 {
+        return Ok(Transition::Done);
+    }
+    Ok(match get(db, uuid).await? {
+        Some(row) => Transition::NotOwner(Box::new(row)),
+        None => Transition::NotFound,
+    })
+}
+
+/// Records a published and verified backup, if `run_id` still owns it.
 ///
 /// # Errors
 /// Database errors.
 #[tracing::instrument(skip_all)]
 pub async fn mark_success(
-    db: impl PgExecutor<'_>,
+    db: impl PgExecutor<'_> + Copy,
     uuid: &str,
+    run_id: &str,
     outcome: &BackupOutcome,
-) -> Result<(), sqlx::Error> {
+) -> Result<Transition, sqlx::Error> {
     let manifest =
         serde_json::to_value(&outcome.manifest).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     // language=PostgreSQL
-    sqlx::query(
+    let done = sqlx::query(
         "UPDATE root_data_backups
          SET status = 'success', completed_at = now(), file_path = $2, file_size = $3, checksum = $4,
              manifest = $5, verified_at = now(), error_message = NULL, rows_written = $6,
              bytes_written = $3, progress_updated_at = now(), updated_at = now()
-         WHERE uuid = $1",
+         WHERE uuid = $1 AND status = 'running' AND inngest_run_id = $7",
     )
     .bind(uuid)
     .bind(&outcome.file_path)
@@ -193,27 +240,39 @@ pub async fn mark_success(
     .bind(&outcome.manifest_sha256)
     .bind(manifest)
     .bind(i64::try_from(outcome.rows).unwrap_or(i64::MAX))
+    .bind(run_id)
     .execute(db)
     .await?;
-    Ok(())
+    transition(db, uuid, done.rows_affected()).await
 }
 
-/// Records a failure (the message cut to [`MAX_ERROR_MESSAGE`] characters).
+/// Records a failure of `run_id`'s attempt (the message cut to [`MAX_ERROR_MESSAGE`]
+/// characters); a backup that succeeded or that another run owns is left alone.
 ///
 /// # Errors
 /// Database errors.
 #[tracing::instrument(skip_all)]
 pub async fn mark_failed(
-    db: impl PgExecutor<'_>,
+    db: impl PgExecutor<'_> + Copy,
     uuid: &str,
+    run_id: &str,
     message: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE root_data_backups SET status = 'failed', completed_at = now(), error_message = $2, updated_at = now() WHERE uuid = $1")
-        .bind(uuid)
-        .bind(truncate(message, MAX_ERROR_MESSAGE))
-        .execute(db)
-        .await?;
-    Ok(())
+) -> Result<Transition, sqlx::Error> {
+    // A pending row that no run claimed yet (validation failed first) is the caller's too.
+    // language=PostgreSQL
+    let done = sqlx::query(
+        "UPDATE root_data_backups
+         SET status = 'failed', completed_at = now(), error_message = $2, inngest_run_id = $3,
+             updated_at = now()
+         WHERE uuid = $1
+           AND (status = 'pending' OR (status = 'running' AND inngest_run_id = $3))",
+    )
+    .bind(uuid)
+    .bind(truncate(message, MAX_ERROR_MESSAGE))
+    .bind(run_id)
+    .execute(db)
+    .await?;
+    transition(db, uuid, done.rows_affected()).await
 }
 
 /// Records a successful re-verification of the artifact.
@@ -230,27 +289,51 @@ pub async fn mark_verified(db: impl PgExecutor<'_>, uuid: &str) -> Result<(), sq
     Ok(())
 }
 
-/// Records how far a running backup got.
+/// Records how far a running backup got; `false` when `run_id` no longer owns it (another
+/// run took it over as dead), so the caller stops. Without a run id (a dump outside any run:
+/// benchmarks, engine tests) the row, if any, is updated and the answer is always `true`.
 ///
 /// # Errors
 /// Database errors.
 pub async fn update_progress(
     db: impl PgExecutor<'_>,
     uuid: &str,
+    run_id: Option<&str>,
     bytes: u64,
     rows: u64,
-) -> Result<(), sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
     // language=PostgreSQL
-    sqlx::query(
+    let done = sqlx::query(
         "UPDATE root_data_backups SET bytes_written = $2, rows_written = $3, progress_updated_at = now()
-         WHERE uuid = $1 AND status = 'running'",
+         WHERE uuid = $1 AND status = 'running' AND ($4::text IS NULL OR inngest_run_id = $4)",
     )
     .bind(uuid)
     .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
     .bind(i64::try_from(rows).unwrap_or(i64::MAX))
+    .bind(run_id)
     .execute(db)
     .await?;
-    Ok(())
+    Ok(run_id.is_none() || done.rows_affected() == 1)
+}
+
+/// Shows that `run_id` is alive during work that reports no byte counts (verification).
+///
+/// # Errors
+/// Database errors.
+pub async fn heartbeat(
+    db: impl PgExecutor<'_>,
+    uuid: &str,
+    run_id: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE root_data_backups SET progress_updated_at = now()
+         WHERE uuid = $1 AND status = 'running' AND inngest_run_id = $2",
+    )
+    .bind(uuid)
+    .bind(run_id)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Backups matching `filter`, newest first, without deleted ones.
@@ -283,7 +366,8 @@ pub async fn list(
     .await
 }
 
-fn truncate(message: &str, max_chars: usize) -> String {
+/// `message` cut to `max_chars` characters (on a character boundary, with an ellipsis).
+pub fn truncate(message: &str, max_chars: usize) -> String {
     match message.char_indices().nth(max_chars) {
         Some((cut, _)) => format!("{}…", &message[..cut]),
         None => message.to_owned(),
@@ -309,11 +393,13 @@ pub async fn get_by_id(db: impl PgExecutor<'_>, id: i32) -> Result<Option<Backup
 pub async fn record_attempt_error(
     db: impl PgExecutor<'_>,
     uuid: &str,
+    run_id: &str,
     message: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE root_data_backups SET error_message = $2, updated_at = now() WHERE uuid = $1 AND status = 'running'")
+    sqlx::query("UPDATE root_data_backups SET error_message = $2, updated_at = now() WHERE uuid = $1 AND status = 'running' AND inngest_run_id = $3")
         .bind(uuid)
         .bind(truncate(message, MAX_ERROR_MESSAGE))
+        .bind(run_id)
         .execute(db)
         .await?;
     Ok(())

@@ -1,7 +1,14 @@
 //! `root_data_restores`: one row per restore, written by the restore function and the CLI.
+//!
+//! A restore is applied at most once: [`lock_for_apply`] and [`record_applied`] run inside the
+//! transaction that changes the data (or renames the restored database into place), so a
+//! retried step, a crash after the commit or a dashboard rerun finds `applied_at` set and
+//! reports the saved result. Transitions name their owner run, like backups'.
+
+use std::time::Duration;
 
 use serde_json::Value;
-use sqlx::{FromRow, PgExecutor};
+use sqlx::{FromRow, PgConnection, PgExecutor};
 use uuid::Uuid;
 
 /// A restore as recorded.
@@ -21,6 +28,23 @@ pub struct RestoreRow {
     pub completed_at: Option<chrono::DateTime<chrono::Utc>>,
     pub error_message: Option<String>,
     pub created_at: chrono::DateTime<chrono::Utc>,
+    /// Set in the transaction that applied the restore.
+    pub applied_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub heartbeat_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The old database a whole-database `replace` kept under another name.
+    pub replaced_database: Option<String>,
+}
+
+/// The result of trying to start (or continue) a restore run.
+#[derive(Debug, Clone)]
+pub enum RestoreClaim {
+    Mine,
+    /// Applied already: the saved row.
+    AlreadyDone(Box<RestoreRow>),
+    Busy {
+        owner: Option<String>,
+    },
+    NotFound,
 }
 
 /// What a new restore row holds.
@@ -35,7 +59,8 @@ pub struct NewRestore {
 }
 
 const COLUMNS: &str = "uuid, tenant_id, backup_uuid, restore_scope, target_database, restore_tables, status, \
-     inngest_run_id, safety_backup_uuid, rows_per_table, started_at, completed_at, error_message, created_at";
+     inngest_run_id, safety_backup_uuid, rows_per_table, started_at, completed_at, error_message, created_at, \
+     applied_at, heartbeat_at, replaced_database";
 
 /// Longest error message kept; the rest is in the logs.
 const MAX_ERROR: usize = 4000;
@@ -73,24 +98,106 @@ pub async fn get(db: impl PgExecutor<'_>, uuid: Uuid) -> Result<Option<RestoreRo
     .await
 }
 
-/// Marks the restore running under `run_id`.
+/// Moves the restore to `running` for `run_id` unless it was applied, or another run is at it
+/// and alive (heartbeat within `stale_after`).
 ///
 /// # Errors
 /// Database errors.
-pub async fn mark_running(
+pub async fn claim(
+    db: impl PgExecutor<'_> + Copy,
+    uuid: Uuid,
+    run_id: &str,
+    stale_after: Duration,
+) -> Result<RestoreClaim, sqlx::Error> {
+    // language=PostgreSQL
+    let done = sqlx::query(
+        "UPDATE root_data_restores SET status = 'running', inngest_run_id = $2, heartbeat_at = now(),
+                started_at = coalesce(started_at, now()), error_message = NULL, completed_at = NULL,
+                updated_at = now()
+         WHERE uuid = $1 AND applied_at IS NULL
+           AND (status IN ('pending', 'failed')
+                OR (status = 'running'
+                    AND (inngest_run_id = $2
+                         OR coalesce(heartbeat_at, updated_at) < now() - make_interval(secs => $3))))",
+    )
+    .bind(uuid.to_string())
+    .bind(run_id)
+    .bind(stale_after.as_secs_f64())
+    .execute(db)
+    .await?;
+    if done.rows_affected() == 1 {
+        return Ok(RestoreClaim::Mine);
+    }
+    Ok(match get(db, uuid).await? {
+        None => RestoreClaim::NotFound,
+        Some(row) if row.applied_at.is_some() || row.status == "success" => {
+            RestoreClaim::AlreadyDone(Box::new(row))
+        }
+        Some(row) => RestoreClaim::Busy {
+            owner: row.inngest_run_id,
+        },
+    })
+}
+
+/// Shows that `run_id` is alive during a long phase; `false` when it no longer owns the row.
+///
+/// # Errors
+/// Database errors.
+pub async fn heartbeat(
     db: impl PgExecutor<'_>,
     uuid: Uuid,
     run_id: &str,
-) -> Result<(), sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query(
-        "UPDATE root_data_restores SET status = 'running', inngest_run_id = $2,
-                started_at = coalesce(started_at, now()), error_message = NULL, updated_at = now()
-         WHERE uuid = $1 AND status <> 'success'",
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE root_data_restores SET heartbeat_at = now()
+         WHERE uuid = $1 AND status = 'running' AND inngest_run_id = $2",
     )
     .bind(uuid.to_string())
     .bind(run_id)
     .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Locks the restore's row inside the transaction that is about to apply it; the row as it
+/// stands (`applied_at` set: it was applied already, by this request, and must not be again).
+/// Concurrent applies of one restore wait here for each other.
+///
+/// # Errors
+/// Database errors; [`sqlx::Error::RowNotFound`] when the row is gone.
+pub async fn lock_for_apply(
+    conn: &mut PgConnection,
+    uuid: Uuid,
+) -> Result<RestoreRow, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM root_data_restores WHERE uuid = $1 FOR UPDATE"
+    ))
+    .bind(uuid.to_string())
+    .fetch_one(conn)
+    .await
+}
+
+/// Records, in the applying transaction, that the restore is applied and what it did.
+///
+/// # Errors
+/// Database errors.
+pub async fn record_applied(
+    conn: &mut PgConnection,
+    uuid: Uuid,
+    rows_per_table: &Value,
+    replaced_database: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query(
+        "UPDATE root_data_restores
+         SET status = 'success', applied_at = now(), rows_per_table = $2, replaced_database = $3,
+             completed_at = now(), error_message = NULL, updated_at = now()
+         WHERE uuid = $1 AND applied_at IS NULL",
+    )
+    .bind(uuid.to_string())
+    .bind(rows_per_table)
+    .bind(replaced_database)
+    .execute(conn)
     .await?;
     Ok(())
 }
@@ -114,43 +221,55 @@ pub async fn set_safety_backup(
     Ok(())
 }
 
+/// Success for a restore whose apply could not record itself in the same transaction (a target
+/// on another database); already applied rows keep their saved result.
+///
 /// # Errors
 /// Database errors.
 pub async fn mark_success(
     db: impl PgExecutor<'_>,
     uuid: Uuid,
+    run_id: &str,
     rows_per_table: &Value,
 ) -> Result<(), sqlx::Error> {
     // language=PostgreSQL
     sqlx::query(
-        "UPDATE root_data_restores SET status = 'success', rows_per_table = $2, completed_at = now(),
-                error_message = NULL, updated_at = now()
-         WHERE uuid = $1",
+        "UPDATE root_data_restores
+         SET status = 'success', applied_at = coalesce(applied_at, now()),
+             rows_per_table = coalesce(rows_per_table, $2), completed_at = coalesce(completed_at, now()),
+             error_message = NULL, updated_at = now()
+         WHERE uuid = $1 AND (applied_at IS NOT NULL OR (status = 'running' AND inngest_run_id = $3))",
     )
     .bind(uuid.to_string())
     .bind(rows_per_table)
+    .bind(run_id)
     .execute(db)
     .await?;
     Ok(())
 }
 
+/// Failure of `run_id`'s attempt; an applied restore, or one another run owns, is left alone.
+///
 /// # Errors
 /// Database errors.
 pub async fn mark_failed(
     db: impl PgExecutor<'_>,
     uuid: Uuid,
+    run_id: &str,
     message: &str,
-) -> Result<(), sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
     // language=PostgreSQL
-    sqlx::query(
+    let done = sqlx::query(
         "UPDATE root_data_restores SET status = 'failed', error_message = $2, completed_at = now(), updated_at = now()
-         WHERE uuid = $1 AND status <> 'success'",
+         WHERE uuid = $1 AND applied_at IS NULL AND status <> 'success'
+           AND (status = 'pending' OR inngest_run_id IS NULL OR inngest_run_id = $3)",
     )
     .bind(uuid.to_string())
     .bind(truncate(message))
+    .bind(run_id)
     .execute(db)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 /// Restores newest first, optionally of one tenant.

@@ -2,23 +2,26 @@
 //! tracked in `root_data_backups`.
 //!
 //! Steps: `prepare` (find or create the row, validate) → `mark-running` (claim the row for this
-//! run) → `dump` (artifact + manifest to storage) → `verify` (re-read everything) →
-//! `mark-success`. When a step fails for good, `mark-failed` removes whatever the attempts left
-//! in storage and records the error; the run then fails without further retries.
+//! run, or wait for the run that has it) → `dump` → `verify` → `mark-success`. When a step
+//! fails for good, `mark-failed` removes the files and records the error, but only while this
+//! run owns the backup ([`usecases::backup::fail`]).
 //!
-//! Idempotency: a duplicate event or a dashboard replay of a backup that already succeeded stops
-//! at `prepare`; a re-run of a failed backup starts over. Each step reads what it needs from the
-//! database or storage, never from local files, so steps may run on different replicas.
+//! Idempotency: the row's uuid derives from the event id, so a duplicate delivery or a
+//! dashboard rerun (new run id, same event) finds the same row: done already → the saved
+//! result; another live run at it → wait for it; failed → start over. Each step reads what it
+//! needs from the database or storage, never from local files, so steps may run on different
+//! replicas.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::backup::{self, BackupOutcome, BackupScope, BackupSpec, BackupType};
-use crate::db::backups::{self as rows, BackupRow, ClaimOutcome, NewBackup};
+use crate::backup::{self, BackupScope, BackupSpec, BackupType};
+use crate::db::backups::{self as rows, BackupRow, NewBackup};
 use crate::jobs::events::{self, BackupEvent, BackupRef};
-use crate::jobs::{engine_error, non_retriable, step};
+use crate::jobs::{claim_or_wait, engine_error, non_retriable, step, ClaimStep};
 use crate::startup::AppState;
+use crate::usecases::backup::{self as usecase, Claim, DumpSummary, Failed, Saved};
 
 pub const SLUG: &str = "backup-execute";
 pub const EVENTS: [&str; 2] = ["backup/execute", "database/backup.requested"];
@@ -30,21 +33,10 @@ const EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x5f0e_7a51_2c1d_4b8e_9a3f_0d6c_8e
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Prepared {
     /// The backup already succeeded: nothing to do (duplicate event, replay).
-    AlreadyDone {
-        uuid: String,
-    },
+    AlreadyDone(Saved),
     Run {
         spec: BackupSpec,
     },
-}
-
-/// What `dump` produced, as a step output (small: the manifest itself stays in storage).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DumpSummary {
-    pub manifest_sha256: String,
-    pub total_size: u64,
-    pub rows: u64,
-    pub tables: usize,
 }
 
 /// Runs one backup through its steps.
@@ -52,6 +44,7 @@ pub struct DumpSummary {
 /// # Errors
 /// Non-retriable for invalid requests; the step errors of a failed backup otherwise.
 pub async fn run(state: AppState, ctx: inngest::Ctx) -> Result<Value, inngest::Error> {
+    crate::jobs::check_trigger(&ctx, &EVENTS)?;
     let event = events::parse_backup(&ctx.event.data).map_err(|e| non_retriable(e.to_string()))?;
     run_event(state, ctx, event).await
 }
@@ -67,47 +60,88 @@ pub async fn run_event(
 ) -> Result<Value, inngest::Error> {
     let derived = derived_uuid(&ctx);
     let prepared: Prepared = {
-        let (state, event) = (state.clone(), event.clone());
+        let (state, event, run_id) = (state.clone(), event.clone(), ctx.run_id.clone());
         step(&ctx.step, "prepare", move || async move {
-            prepare(&state, &event, derived).await
+            prepare(&state, &event, derived, &run_id).await
         })
         .await?
     };
     let spec = match prepared {
-        Prepared::AlreadyDone { uuid } => {
-            return Ok(
-                json!({"backup_uuid": uuid, "status": "success", "skipped": "already succeeded"}),
-            );
-        }
+        Prepared::AlreadyDone(saved) => return Ok(done(&saved, true)),
         Prepared::Run { spec } => spec,
     };
+    let (st, uuid, run_id) = (state.clone(), spec.uuid.clone(), ctx.run_id.clone());
+    let claimed = claim_or_wait(&ctx, move || {
+        let (state, uuid, run_id) = (st.clone(), uuid.clone(), run_id.clone());
+        async move {
+            Ok(
+                match usecase::claim(&state, &uuid, &run_id)
+                    .await
+                    .map_err(engine_error)?
+                {
+                    Claim::Mine => ClaimStep::Mine,
+                    Claim::AlreadyDone(row) => ClaimStep::Done(Saved::from(&*row)),
+                    Claim::Busy { owner } => ClaimStep::Busy(owner.unwrap_or_default()),
+                    Claim::NotFound => {
+                        return Err(non_retriable(format!("backup {uuid} no longer exists")))
+                    }
+                },
+            )
+        }
+    })
+    .await?;
+    if let Some(saved) = claimed {
+        return Ok(done(&saved, true));
+    }
     match execute(&state, &ctx, spec.clone()).await {
-        Ok(summary) => Ok(json!({
-            "backup_uuid": spec.uuid, "status": "success",
-            "file_size": summary.total_size, "rows": summary.rows, "tables": summary.tables,
-            "checksum": summary.manifest_sha256,
-        })),
+        Ok(saved) => Ok(done(&saved, false)),
         Err(e) if e.is_step_failure() || !e.is_retriable() => {
             let message = e.message().to_owned();
-            let (state, uuid, text) = (state.clone(), spec.uuid.clone(), message.clone());
-            step(&ctx.step, "mark-failed", move || async move {
-                backup::discard(&state, &uuid).await.map_err(engine_error)?;
-                rows::mark_failed(&state.pool, &uuid, &text)
+            let (st, uuid, text, run_id) = (
+                state.clone(),
+                spec.uuid.clone(),
+                message.clone(),
+                ctx.run_id.clone(),
+            );
+            let outcome: Option<Saved> = step(&ctx.step, "mark-failed", move || async move {
+                match usecase::fail(&st, &uuid, &run_id, &text)
                     .await
-                    .map_err(db_error)?;
-                Ok::<_, inngest::Error>(())
+                    .map_err(engine_error)?
+                {
+                    Failed::Recorded => Ok(None),
+                    // Not ours: leave it, and report a success someone else achieved.
+                    Failed::NotOwner(row) => {
+                        Ok((row.status == "success").then(|| Saved::from(&*row)))
+                    }
+                }
             })
             .await?;
-            Err(non_retriable(format!(
-                "backup {} failed: {message}",
-                spec.uuid
-            )))
+            match outcome {
+                Some(saved) => Ok(done(&saved, true)),
+                None => Err(non_retriable(format!(
+                    "backup {} failed: {message}",
+                    spec.uuid
+                ))),
+            }
         }
         Err(e) => Err(e),
     }
 }
 
-/// The steps after `prepare`; any error here is reported by [`run`].
+/// The run's result for a backup that succeeded (`skipped`: by an earlier run).
+fn done(saved: &Saved, skipped: bool) -> Value {
+    let mut out = json!({
+        "backup_uuid": saved.backup_uuid, "status": saved.status,
+        "file_size": saved.file_size, "rows": saved.rows, "tables": saved.tables,
+        "checksum": saved.checksum,
+    });
+    if skipped {
+        out["skipped"] = json!("already succeeded");
+    }
+    out
+}
+
+/// The steps after the claim; any error here is reported by [`run_event`].
 ///
 /// Every step closure owns what it uses (`move || async move`): step futures must be `Send` for
 /// any lifetime, which borrowed captures cannot promise to the compiler.
@@ -115,93 +149,32 @@ async fn execute(
     state: &AppState,
     ctx: &inngest::Ctx,
     spec: BackupSpec,
-) -> Result<DumpSummary, inngest::Error> {
+) -> Result<Saved, inngest::Error> {
     let (st, sp, run_id) = (state.clone(), spec.clone(), ctx.run_id.clone());
-    let claimed: bool = step(&ctx.step, "mark-running", move || async move {
-        let (state, spec) = (&st, &sp);
-        let stale_after = state.settings.backup.step_timeout * 2;
-        match rows::claim(&state.pool, &spec.uuid, &run_id, stale_after)
-            .await
-            .map_err(db_error)?
-        {
-            ClaimOutcome::Claimed => Ok(true),
-            ClaimOutcome::AlreadySucceeded => Ok(false),
-            ClaimOutcome::RunningElsewhere { run_id } => Err(inngest::Error::retry_after(
-                format!(
-                    "backup {} is being taken by run {}",
-                    spec.uuid,
-                    run_id.as_deref().unwrap_or("?")
-                ),
-                std::time::Duration::from_secs(60),
-            )),
-            ClaimOutcome::NotFound => Err(non_retriable(format!(
-                "backup {} no longer exists",
-                spec.uuid
-            ))),
-        }
-    })
-    .await?;
-    if !claimed {
-        return Err(non_retriable(format!(
-            "backup {} already succeeded in another run",
-            spec.uuid
-        )));
-    }
-    let (st, sp, attempt) = (state.clone(), spec.clone(), ctx.attempt);
     let summary: DumpSummary = step(&ctx.step, "dump", move || async move {
-        let (state, spec) = (&st, &sp);
-        match backup::run(state, spec).await {
-            Ok(outcome) => Ok(DumpSummary {
-                manifest_sha256: outcome.manifest_sha256,
-                total_size: outcome.total_size,
-                rows: outcome.rows,
-                tables: outcome.manifest.tables.len(),
-            }),
-            Err(e) => {
-                // Visible on the backup page while Inngest retries.
-                let _ = rows::record_attempt_error(
-                    &state.pool,
-                    &spec.uuid,
-                    &format!("attempt {} failed: {e}", attempt + 1),
-                )
-                .await;
-                Err(engine_error(e))
-            }
-        }
+        usecase::dump(&st, &sp, &run_id).await.map_err(engine_error)
     })
     .await?;
-    let (st, sp, sum) = (state.clone(), spec.clone(), summary.clone());
+    let (st, uuid, run_id, sha) = (
+        state.clone(),
+        spec.uuid.clone(),
+        ctx.run_id.clone(),
+        summary.manifest_sha256.clone(),
+    );
     step(&ctx.step, "verify", move || async move {
-        let (state, spec, summary) = (&st, &sp, &sum);
-        crate::backup::verify(state, &spec.uuid, Some(&summary.manifest_sha256))
+        usecase::verify(&st, &uuid, &run_id, &sha)
             .await
-            .map(|_| ())
-            .map_err(|e| inngest::Error::retriable(format!("verification failed: {e}")))
+            .map_err(engine_error)
     })
     .await?;
-    let (st, sp, sum) = (state.clone(), spec.clone(), summary.clone());
+    let (st, sp, run_id) = (state.clone(), spec.clone(), ctx.run_id.clone());
     step(&ctx.step, "mark-success", move || async move {
-        let (state, spec, summary) = (&st, &sp, &sum);
-        let (manifest, manifest_sha256) = crate::artifact::read_manifest(
-            state.storage.as_ref(),
-            &spec.uuid,
-            Some(&summary.manifest_sha256),
-        )
-        .await
-        .map_err(|e| inngest::Error::retriable(e.to_string()))?;
-        let outcome = BackupOutcome {
-            manifest,
-            manifest_sha256,
-            total_size: summary.total_size,
-            file_path: format!("{}/", spec.uuid),
-            rows: summary.rows,
-        };
-        rows::mark_success(&state.pool, &spec.uuid, &outcome)
+        usecase::finish(&st, &sp, &run_id, &summary)
             .await
-            .map_err(db_error)
+            .map(|row| Saved::from(&row))
+            .map_err(engine_error)
     })
-    .await?;
-    Ok(summary)
+    .await
 }
 
 /// Finds or creates the row and turns it into a validated spec.
@@ -209,6 +182,7 @@ async fn prepare(
     state: &AppState,
     event: &BackupEvent,
     derived: Uuid,
+    run_id: &str,
 ) -> Result<Prepared, inngest::Error> {
     let row = match &event.backup {
         Some(BackupRef::Uuid(uuid)) => rows::get(&state.pool, &uuid.to_string())
@@ -233,12 +207,13 @@ async fn prepare(
         }
     }
     if row.status == "success" {
-        return Ok(Prepared::AlreadyDone { uuid: row.uuid });
+        return Ok(Prepared::AlreadyDone(Saved::from(&row)));
     }
     let spec = spec_of(&row)?;
     if let Err(e) = backup::validate(state, &spec).await {
         if !e.is_retriable() {
-            rows::mark_failed(&state.pool, &row.uuid, &e.to_string())
+            // Only a row nobody runs (pending, failed) or this run's own takes the failure.
+            rows::mark_failed(&state.pool, &row.uuid, run_id, &e.to_string())
                 .await
                 .map_err(db_error)?;
         }
@@ -332,5 +307,10 @@ fn derived_uuid(ctx: &inngest::Ctx) -> Uuid {
 }
 
 fn db_error(e: sqlx::Error) -> inngest::Error {
-    inngest::Error::retriable(format!("database error: {e}"))
+    let message = format!("database error: {e}");
+    if crate::retry::is_transient_sql(&e) {
+        inngest::Error::retriable(message)
+    } else {
+        inngest::Error::non_retriable(message)
+    }
 }

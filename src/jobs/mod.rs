@@ -6,9 +6,16 @@
 //! | `backup-daily-full` | cron `0 2 * * *` |
 //! | `backup-restore` | `backup/restore`, `database/restore.requested` |
 //!
-//! Flow control protects the database: every function that dumps or restores shares the
-//! global cap `BACKUP_MAX_CONCURRENT` (function-level concurrency, across replicas) and runs at
-//! most one at a time per tenant (concurrency keyed on `event.data.tenant_id`).
+//! This module holds only the Inngest adapters: event parsing, steps, flow control, and the
+//! mapping of errors onto Inngest's retry semantics. What each step does lives in
+//! [`crate::usecases`], shared with the CLI.
+//!
+//! Flow control protects the database: every function that dumps or restores shares one
+//! environment-scoped concurrency key (`BACKUP_MAX_CONCURRENT` in all, across functions and
+//! replicas), and one key per tenant shared by backup and restore, so a backup and a restore
+//! of the same tenant never overlap; they queue instead. A run that finds its work claimed by
+//! another live run (a duplicate delivery) waits for it with durable sleeps and then reports
+//! the saved outcome; it never fails over it.
 
 pub mod backup_execute;
 pub mod events;
@@ -26,6 +33,13 @@ use crate::startup::AppState;
 
 /// Retries for a backup or restore function (the executor's retry count, so 4 attempts).
 const RETRIES: u32 = 3;
+
+/// The shared key of the global cap: a constant CEL string, the same in every function.
+const GLOBAL_KEY: &str = "\"riveredge-backup\"";
+
+/// How many times a run waits for another run that owns its work (about 3 h in all: longer
+/// than any step may run, after which the owner counts as dead and its work is taken over).
+const MAX_WAITS: u32 = 200;
 
 /// The Inngest configuration from our settings.
 ///
@@ -76,11 +90,12 @@ pub fn inngest_app(
     .trigger(inngest::Trigger::event(backup_execute::EVENTS[0]))
     .trigger(inngest::Trigger::event(backup_execute::EVENTS[1]))
     .handler(handler(state, backup_execute::run));
-    let daily = inngest::Function::new(scheduled::SLUG, "Daily full backup")
-        .retries(RETRIES)
-        .concurrency(vec![inngest::Concurrency::new(1)])
-        .trigger(inngest::Trigger::cron(scheduled::CRON))
-        .handler(handler(state, scheduled::run));
+    let daily = with_flow_control(
+        inngest::Function::new(scheduled::SLUG, "Daily full backup"),
+        cap,
+    )
+    .trigger(inngest::Trigger::cron(scheduled::CRON))
+    .handler(handler(state, scheduled::run));
     let restore = with_flow_control(inngest::Function::new(restore::SLUG, "Restore backup"), cap)
         .trigger(inngest::Trigger::event(restore::EVENTS[0]))
         .trigger(inngest::Trigger::event(restore::EVENTS[1]))
@@ -92,10 +107,76 @@ pub fn inngest_app(
 }
 
 fn with_flow_control(f: inngest::FunctionBuilder, cap: u32) -> inngest::FunctionBuilder {
+    use inngest::ConcurrencyScope::Env;
     f.retries(RETRIES).concurrency(vec![
-        inngest::Concurrency::new(cap),
-        inngest::Concurrency::new(1).key("event.data.tenant_id"),
+        inngest::Concurrency::new(cap).scope(Env).key(GLOBAL_KEY),
+        inngest::Concurrency::new(1)
+            .scope(Env)
+            .key("event.data.tenant_id"),
     ])
+}
+
+/// Refuses an event that is not one of the function's triggers (a signed request replayed to
+/// the wrong function must not start a restore).
+pub(crate) fn check_trigger(ctx: &inngest::Ctx, triggers: &[&str]) -> Result<(), inngest::Error> {
+    if triggers.contains(&ctx.event.name.as_str()) {
+        Ok(())
+    } else {
+        Err(non_retriable(format!(
+            "event {:?} does not trigger {} (expected one of {})",
+            ctx.event.name,
+            ctx.fn_id,
+            triggers.join(", ")
+        )))
+    }
+}
+
+/// A claim step's memoized answer.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) enum ClaimStep<T> {
+    /// This run owns the work.
+    Mine,
+    /// Done already: the saved outcome.
+    Done(T),
+    /// Another live run owns it.
+    Busy(String),
+}
+
+/// Claims the work for this run (`claim` is a step body), waiting with durable sleeps while
+/// another live run owns it. `Some(saved)` when the work is done already.
+///
+/// # Errors
+/// The claim step's errors; a final error after [`MAX_WAITS`] waits.
+pub(crate) async fn claim_or_wait<T, F, Fut>(
+    ctx: &inngest::Ctx,
+    claim: F,
+) -> Result<Option<T>, inngest::Error>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<ClaimStep<T>, inngest::Error>> + Send + 'static,
+{
+    for n in 0..MAX_WAITS {
+        let id = if n == 0 {
+            "mark-running".to_owned()
+        } else {
+            format!("mark-running-{n}")
+        };
+        let body = claim.clone();
+        match step(&ctx.step, &id, body).await? {
+            ClaimStep::Mine => return Ok(None),
+            ClaimStep::Done(saved) => return Ok(Some(saved)),
+            ClaimStep::Busy(owner) => {
+                tracing::info!(%owner, run = %ctx.run_id, "another run owns this work; waiting for it");
+                let wait = std::time::Duration::from_secs(5u64 << n.min(4))
+                    .min(std::time::Duration::from_secs(60));
+                ctx.step.sleep(&format!("wait-for-owner-{n}"), wait).await?;
+            }
+        }
+    }
+    Err(non_retriable(
+        "gave up waiting for the run that owns this work; see its run in the Inngest dashboard",
+    ))
 }
 
 /// Adapts `f(state, ctx)` to the handler shape, cloning the state per call.
@@ -131,7 +212,8 @@ pub(crate) fn non_retriable(message: impl Into<String>) -> inngest::Error {
     inngest::Error::non_retriable(message)
 }
 
-/// Maps an engine error onto Inngest's retry semantics.
+/// The one mapping of a use-case or engine error onto Inngest's retry semantics
+/// ([`crate::retry`] decides what is transient).
 pub(crate) fn engine_error<E: std::fmt::Display + Retriable>(e: E) -> inngest::Error {
     if e.is_retriable() {
         inngest::Error::retriable(e.to_string())
@@ -140,10 +222,7 @@ pub(crate) fn engine_error<E: std::fmt::Display + Retriable>(e: E) -> inngest::E
     }
 }
 
-/// Errors that know whether a retry can help.
-pub trait Retriable {
-    fn is_retriable(&self) -> bool;
-}
+pub use crate::retry::Retriable;
 
 impl Retriable for crate::backup::BackupError {
     fn is_retriable(&self) -> bool {
@@ -151,8 +230,14 @@ impl Retriable for crate::backup::BackupError {
     }
 }
 
-impl Retriable for crate::restore::RestoreError {
+impl Retriable for crate::usecases::restore::RestoreRequestError {
     fn is_retriable(&self) -> bool {
-        crate::restore::RestoreError::is_retriable(self)
+        crate::usecases::restore::RestoreRequestError::is_retriable(self)
+    }
+}
+
+impl Retriable for sqlx::Error {
+    fn is_retriable(&self) -> bool {
+        crate::retry::is_transient_sql(self)
     }
 }

@@ -1,18 +1,21 @@
 //! `backup/restore` (and RiverEdge's `database/restore.requested`): restore a backup as a
 //! durable, verified operation, tracked in `root_data_restores`.
 //!
-//! Steps: `prepare` (validate, record) → `check` (verify artifact, compatibility; nothing
-//! touched) → `safety-backup` (what will be replaced, for undo) → `restore` (one transaction for
-//! tenants and tables) → `mark-success`. A final failure runs `mark-failed`. See
-//! [`crate::recovery`] for what each phase guarantees.
+//! Steps: `prepare` (validate, record) → `mark-running` (claim, or wait for the run that has
+//! it) → `check` (verify artifact, compatibility; nothing touched) → `safety-backup` (what
+//! will be replaced, for undo) → `restore` (applied at most once) → `mark-success`. A final
+//! failure runs `mark-failed`, which leaves an applied restore alone. A duplicate event or a
+//! dashboard rerun derives the same restore uuid and reports the saved result; a new restore of
+//! the same backup is a new event, a new restore and a fresh safety backup. See
+//! [`crate::usecases::restore`] for what each phase guarantees.
 
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::jobs::events;
-use crate::jobs::{non_retriable, step};
-use crate::recovery::{self, RecoveryError, RestorePlan, RestoreRequest};
+use crate::db::restores::RestoreClaim;
+use crate::jobs::{claim_or_wait, engine_error, events, non_retriable, step, ClaimStep};
 use crate::startup::AppState;
+use crate::usecases::restore::{self as usecase, Prepared, RestorePlan, RestoreRequest, Saved};
 
 pub const SLUG: &str = "backup-restore";
 pub const EVENTS: [&str; 2] = ["backup/restore", "database/restore.requested"];
@@ -23,6 +26,7 @@ const EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x2d8e_4f1a_6b3c_4e9d_a7f0_1c5b_9e
 /// # Errors
 /// Non-retriable for requests that cannot succeed; step errors otherwise.
 pub async fn run(state: AppState, ctx: inngest::Ctx) -> Result<Value, inngest::Error> {
+    crate::jobs::check_trigger(&ctx, &EVENTS)?;
     let event = events::parse_restore(&ctx.event.data).map_err(|e| non_retriable(e.to_string()))?;
     let key = ctx.event.id.clone().unwrap_or_else(|| ctx.run_id.clone());
     let request = RestoreRequest {
@@ -35,25 +39,59 @@ pub async fn run(state: AppState, ctx: inngest::Ctx) -> Result<Value, inngest::E
         target_database: event.target_database,
         replace: event.replace,
     };
-    let plan: RestorePlan = {
+    let prepared: Prepared = {
         let (state, request) = (state.clone(), request.clone());
         step(&ctx.step, "prepare", move || async move {
-            recovery::prepare(&state, &request)
+            usecase::prepare(&state, &request)
                 .await
-                .map_err(to_inngest)
+                .map_err(engine_error)
         })
         .await?
     };
+    let plan = match prepared {
+        Prepared::AlreadyDone(saved) => return Ok(done(&saved, true)),
+        Prepared::Run(plan) => plan,
+    };
+    let (st, pl, run_id) = (state.clone(), plan.clone(), ctx.run_id.clone());
+    let claimed = claim_or_wait(&ctx, move || {
+        let (state, plan, run_id) = (st.clone(), pl.clone(), run_id.clone());
+        async move {
+            Ok(
+                match usecase::claim(&state, &plan, &run_id)
+                    .await
+                    .map_err(engine_error)?
+                {
+                    RestoreClaim::Mine => ClaimStep::Mine,
+                    RestoreClaim::AlreadyDone(row) => ClaimStep::Done(Saved::from(&*row)),
+                    RestoreClaim::Busy { owner } => ClaimStep::Busy(owner.unwrap_or_default()),
+                    RestoreClaim::NotFound => {
+                        return Err(non_retriable(format!(
+                            "restore {} no longer exists",
+                            plan.restore_uuid
+                        )))
+                    }
+                },
+            )
+        }
+    })
+    .await?;
+    if let Some(saved) = claimed {
+        return Ok(done(&saved, true));
+    }
     match execute(&state, &ctx, &plan).await {
-        Ok(rows) => Ok(json!({
-            "restore_uuid": plan.restore_uuid, "backup_uuid": plan.backup_uuid,
-            "status": "success", "rows_per_table": rows,
-        })),
+        Ok(out) => Ok(out),
         Err(e) if e.is_step_failure() || !e.is_retriable() => {
             let message = e.message().to_owned();
-            let (st, uuid, text) = (state.clone(), request.restore_uuid, message.clone());
+            let (st, uuid, text, run_id) = (
+                state.clone(),
+                request.restore_uuid,
+                message.clone(),
+                ctx.run_id.clone(),
+            );
             step(&ctx.step, "mark-failed", move || async move {
-                recovery::fail(&st, uuid, &text).await.map_err(to_inngest)
+                usecase::fail(&st, uuid, &run_id, &text)
+                    .await
+                    .map_err(engine_error)
             })
             .await?;
             Err(non_retriable(format!(
@@ -65,53 +103,60 @@ pub async fn run(state: AppState, ctx: inngest::Ctx) -> Result<Value, inngest::E
     }
 }
 
-///
-/// Step closures own what they use (`move || async move`), so their futures are `Send` for any
-/// lifetime.
+/// The run's result for a restore that was applied (`skipped`: by an earlier run).
+fn done(saved: &Saved, skipped: bool) -> Value {
+    let mut out = json!({
+        "restore_uuid": saved.restore_uuid, "backup_uuid": saved.backup_uuid,
+        "status": saved.status, "rows_per_table": saved.rows_per_table,
+        "safety_backup_uuid": saved.safety_backup_uuid,
+        "replaced_database": saved.replaced_database,
+    });
+    if skipped {
+        out["skipped"] = json!("already applied");
+    }
+    out
+}
+
+/// The steps after the claim. Step closures own what they use (`move || async move`), so
+/// their futures are `Send` for any lifetime.
 async fn execute(
     state: &AppState,
     ctx: &inngest::Ctx,
     plan: &RestorePlan,
 ) -> Result<Value, inngest::Error> {
-    let (st, pl, run_id) = (state.clone(), plan.clone(), ctx.run_id.clone());
-    step(&ctx.step, "mark-running", move || async move {
-        let (state, plan) = (&st, &pl);
-        let uuid = Uuid::parse_str(&plan.restore_uuid)
-            .map_err(|_| non_retriable("invalid restore uuid"))?;
-        crate::db::restores::mark_running(&state.pool, uuid, &run_id)
-            .await
-            .map_err(|e| inngest::Error::retriable(format!("database error: {e}")))
-    })
-    .await?;
     let (st, pl) = (state.clone(), plan.clone());
     step(&ctx.step, "check", move || async move {
-        recovery::check(&st, &pl).await.map_err(to_inngest)
+        usecase::check(&st, &pl).await.map_err(engine_error)
     })
     .await?;
     let (st, pl, run_id) = (state.clone(), plan.clone(), ctx.run_id.clone());
     let safety: Option<String> = step(&ctx.step, "safety-backup", move || async move {
-        recovery::safety_backup(&st, &pl, &run_id)
+        usecase::safety_backup(&st, &pl, &run_id)
             .await
-            .map_err(to_inngest)
+            .map_err(engine_error)
     })
     .await?;
-    let (st, pl) = (state.clone(), plan.clone());
+    let (st, pl, run_id) = (state.clone(), plan.clone(), ctx.run_id.clone());
     let rows: Value = step(&ctx.step, "restore", move || async move {
-        recovery::apply(&st, &pl).await.map_err(to_inngest)
+        usecase::apply(&st, &pl, &run_id)
+            .await
+            .map_err(engine_error)
     })
     .await?;
-    let (st, pl, r) = (state.clone(), plan.clone(), rows.clone());
+    let (st, pl, r, run_id) = (
+        state.clone(),
+        plan.clone(),
+        rows.clone(),
+        ctx.run_id.clone(),
+    );
     step(&ctx.step, "mark-success", move || async move {
-        recovery::finish(&st, &pl, &r).await.map_err(to_inngest)
+        usecase::finish(&st, &pl, &run_id, &r)
+            .await
+            .map_err(engine_error)
     })
     .await?;
-    Ok(json!({"tables": rows, "safety_backup_uuid": safety}))
-}
-
-fn to_inngest(e: RecoveryError) -> inngest::Error {
-    if e.is_retriable() {
-        inngest::Error::retriable(e.to_string())
-    } else {
-        inngest::Error::non_retriable(e.to_string())
-    }
+    Ok(json!({
+        "restore_uuid": plan.restore_uuid, "backup_uuid": plan.backup_uuid,
+        "status": "success", "rows_per_table": rows, "safety_backup_uuid": safety,
+    }))
 }

@@ -177,6 +177,9 @@ impl ConnInfo {
     }
 }
 
+/// Password-file directories are `<tmp>/rbk-pgpass-<pid>-<random>`.
+pub const PASSFILE_PREFIX: &str = "rbk-pgpass-";
+
 /// A 0600 `.pgpass`-format file in a 0700 directory, deleted on drop.
 pub struct PassFile {
     dir: tempfile::TempDir,
@@ -184,7 +187,11 @@ pub struct PassFile {
 
 impl PassFile {
     fn create(password: &SecretString) -> std::io::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("rbk-pgpass-").tempdir()?;
+        // The pid in the name lets the reaper remove the files of a process killed with -9
+        // (its drop never ran) and only those.
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{PASSFILE_PREFIX}{}-", std::process::id()))
+            .tempdir()?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
         let mut file = std::fs::OpenOptions::new()
             .write(true)

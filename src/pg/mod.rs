@@ -6,7 +6,7 @@ mod conn;
 mod process;
 
 pub use binaries::{tool_major, BinariesError, PgBinaries};
-pub use conn::{quote_ident, quote_literal, ConnInfo, ConnInfoError, PassFile};
+pub use conn::{quote_ident, quote_literal, ConnInfo, ConnInfoError, PassFile, PASSFILE_PREFIX};
 pub use process::{PgCommand, ProcessError, Running};
 
 /// Runs SQL without parameters (one or several statements; the simple query protocol).

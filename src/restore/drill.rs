@@ -47,7 +47,8 @@ pub async fn drill(state: &AppState, uuid: &str) -> Result<DrillReport, RestoreE
     let scratch = state.conn.with_database(&name);
     let result = async {
         let restored =
-            restore_into_database(state, &manifest, &scratch, None, RestoreMode::Fresh).await?;
+            restore_into_database(state, &manifest, &scratch, None, RestoreMode::Fresh, None)
+                .await?;
         // The drill's point: read every restored table back and compare it with the manifest.
         let entries: Vec<_> = manifest.tables.iter().collect();
         let tables =

@@ -401,12 +401,22 @@ pub(super) async fn replace_tables(
     manifest: &Manifest,
     target: &ConnInfo,
     entries: &[&TableEntry],
+    record: Option<uuid::Uuid>,
 ) -> Result<Vec<TableCheck>, RestoreError> {
     check_target(manifest, target, entries).await?;
     let tables: Vec<TableRef> = entries.iter().map(|e| e.table_ref()).collect();
     let quoted: Vec<String> = tables.iter().map(TableRef::quoted).collect();
     let mut conn = connect(target).await?;
     exec(&mut conn, "BEGIN", "starting the restore transaction").await?;
+    if let Some(uuid) = record {
+        let row = crate::db::restores::lock_for_apply(&mut conn, uuid)
+            .await
+            .map_err(RestoreError::db("locking the restore record"))?;
+        if row.applied_at.is_some() {
+            exec(&mut conn, "ROLLBACK", "ending the restore transaction").await?;
+            return Err(RestoreError::AlreadyApplied(uuid));
+        }
+    }
     let lock_timeout = format!("SET LOCAL lock_timeout = '{}ms'", LOCK_TIMEOUT.as_millis());
     exec(&mut conn, &lock_timeout, "setting the lock timeout").await?;
     let lock = format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", quoted.join(", "));
@@ -455,6 +465,11 @@ pub(super) async fn replace_tables(
         set_sequence(&mut conn, seq, true).await?;
     }
     let checks = verify_tables(&mut conn, entries).await?;
+    if let Some(uuid) = record {
+        crate::db::restores::record_applied(&mut conn, uuid, &super::rows_per_table(&checks), None)
+            .await
+            .map_err(RestoreError::db("recording the restore"))?;
+    }
     exec(&mut conn, "COMMIT", "committing the restore").await?;
     Ok(checks)
 }

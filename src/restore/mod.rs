@@ -61,6 +61,9 @@ pub enum RestoreError {
         "backup {0} is tenant-scoped; tenant restores are done by the tenant restore, not this one"
     )]
     TenantScope(String),
+    /// This restore request was applied already (recorded in the applying transaction).
+    #[error("restore {0} was applied already")]
+    AlreadyApplied(uuid::Uuid),
     #[error("tables not in backup: {}", .0.join(", "))]
     TablesNotInBackup(Vec<String>),
     #[error("{0:?} is not a valid database name (lowercase letters, digits and _, at most 63, not starting with a digit)")]
@@ -106,11 +109,9 @@ impl RestoreError {
     /// Whether trying the same restore again may succeed.
     pub fn is_retriable(&self) -> bool {
         match self {
-            Self::Database { .. }
-            | Self::Busy(_)
-            | Self::Cancelled
-            | Self::Timeout(_)
-            | Self::Io(_) => true,
+            Self::Database { source, .. } => crate::retry::is_transient_sql(source),
+            Self::Io(e) => crate::retry::is_transient_io(e),
+            Self::Busy(_) | Self::Cancelled | Self::Timeout(_) => true,
             Self::Artifact(e) => e.is_retriable(),
             Self::Process(e) => !matches!(
                 e,
@@ -150,6 +151,10 @@ pub async fn manifest_of(state: &AppState, uuid: &str) -> Result<Manifest, Resto
 /// Restores `manifest` (all its tables, or `tables`) into `target`; see [`RestoreMode`].
 /// Holds one of the process's backup/restore slots and stops (rolling back) at shutdown.
 ///
+/// With `record` (a `root_data_restores` uuid; only when `target` is the database that holds
+/// that table), a `ReplaceTables` restore locks the record first and marks it applied in its
+/// own transaction: [`RestoreError::AlreadyApplied`] instead of applying a request twice.
+///
 /// # Errors
 /// See [`RestoreError`]. A `ReplaceTables` failure leaves the target exactly as it was.
 #[tracing::instrument(skip_all, fields(backup = %manifest.backup_uuid, target = %target.database, mode = ?mode))]
@@ -159,6 +164,7 @@ pub async fn restore_into_database(
     target: &ConnInfo,
     tables: Option<Vec<TableRef>>,
     mode: RestoreMode,
+    record: Option<uuid::Uuid>,
 ) -> Result<RestoreReport, RestoreError> {
     if manifest.scope == "tenant" {
         return Err(RestoreError::TenantScope(manifest.backup_uuid.clone()));
@@ -176,7 +182,7 @@ pub async fn restore_into_database(
         match mode {
             RestoreMode::Fresh => load::fresh(state, manifest, target, &entries).await,
             RestoreMode::ReplaceTables => {
-                load::replace_tables(state, manifest, target, &entries).await
+                load::replace_tables(state, manifest, target, &entries, record).await
             }
         }
     };
@@ -213,6 +219,16 @@ fn select_entries<'m>(
         .iter()
         .filter(|e| wanted.contains(&e.table_ref()))
         .collect())
+}
+
+/// The per-table rows a restore reports and records: `{"schema.table": rows}`.
+pub fn rows_per_table(checks: &[TableCheck]) -> serde_json::Value {
+    serde_json::Value::Object(
+        checks
+            .iter()
+            .map(|c| (c.table.to_string(), serde_json::json!(c.rows)))
+            .collect(),
+    )
 }
 
 /// Re-reads each restored table through `conn` and compares it with its manifest entry.

@@ -60,6 +60,10 @@ pub struct RestoreOptions {
     pub lock_timeout: Duration,
     /// Upper bound for any single statement (a staging COPY of a large table included).
     pub statement_timeout: Duration,
+    /// The `root_data_restores` row of this request, when the target holds that table: locked
+    /// first and marked applied in the restore's own transaction, so a request is applied at
+    /// most once ([`RestoreError::AlreadyApplied`]).
+    pub record: Option<uuid::Uuid>,
 }
 
 impl RestoreOptions {
@@ -71,6 +75,7 @@ impl RestoreOptions {
             skip: Vec::new(),
             lock_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30 * 60),
+            record: None,
         }
     }
 }
@@ -148,6 +153,8 @@ pub enum RestoreError {
         context: String,
         source: sqlx::Error,
     },
+    #[error("restore {0} was applied already")]
+    AlreadyApplied(uuid::Uuid),
 }
 
 fn describe(refs: &[CrossReference]) -> String {
@@ -168,29 +175,11 @@ impl RestoreError {
     pub fn is_retriable(&self) -> bool {
         match self {
             Self::Database { source, .. } | Self::Tenants(TenantError::Database(source)) => {
-                retriable_sql(source)
+                crate::retry::is_transient_sql(source)
             }
             Self::Artifact { source, .. } => source.is_retriable(),
             _ => false,
         }
-    }
-}
-
-fn retriable_sql(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => {
-            // serialization_failure, deadlock_detected, lock_not_available, query_canceled
-            // (statement_timeout), admin_shutdown and friends.
-            matches!(
-                db.code().as_deref(),
-                Some("40001" | "40P01" | "55P03" | "57014" | "57P01" | "57P02" | "57P03")
-            )
-        }
-        _ => false,
     }
 }
 
@@ -329,8 +318,27 @@ pub async fn restore(
         .begin()
         .await
         .map_err(db_error("beginning the restore transaction"))?;
+    if let Some(uuid) = opts.record {
+        let row = crate::db::restores::lock_for_apply(&mut tx, uuid)
+            .await
+            .map_err(db_error("locking the restore record"))?;
+        if row.applied_at.is_some() {
+            return Err(RestoreError::AlreadyApplied(uuid));
+        }
+    }
     match run(&mut tx, catalog, storage, &plan, order, &targets, opts).await {
         Ok((tables, sequences_advanced)) => {
+            if let Some(uuid) = opts.record {
+                let rows = serde_json::Value::Object(
+                    tables
+                        .iter()
+                        .map(|t| (t.table.to_string(), serde_json::json!(t.inserted)))
+                        .collect(),
+                );
+                crate::db::restores::record_applied(&mut tx, uuid, &rows, None)
+                    .await
+                    .map_err(db_error("recording the restore"))?;
+            }
             tx.commit()
                 .await
                 .map_err(db_error("committing the restore"))?;

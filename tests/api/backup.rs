@@ -116,6 +116,7 @@ async fn fresh_restore(engine: &Engine, manifest: &Manifest) -> TestDb {
         &target.conn,
         None,
         RestoreMode::Fresh,
+        None,
     )
     .await
     .expect("fresh restore");
@@ -127,7 +128,7 @@ fn sha256_of(path: &Path) -> String {
 }
 
 async fn backup_ok(engine: &Engine, spec: &BackupSpec) -> BackupOutcome {
-    backup::run(&engine.state, spec)
+    backup::run(&engine.state, spec, None)
         .await
         .unwrap_or_else(|e| panic!("backup failed: {e}"))
 }
@@ -296,7 +297,7 @@ async fn unknown_tables_are_all_reported_and_nothing_is_dumped() {
         &["core_users", "no_such_table", "other.missing"],
     );
 
-    let err = backup::run(&engine.state, &s).await.unwrap_err();
+    let err = backup::run(&engine.state, &s, None).await.unwrap_err();
 
     let text = err.to_string();
     assert!(
@@ -360,7 +361,7 @@ async fn a_missing_pg_dump_fails_and_leaves_nothing() {
     engine.state.bins = bins;
     let s = spec(BackupScope::All, None, &[]);
 
-    let err = backup::run(&engine.state, &s).await.unwrap_err();
+    let err = backup::run(&engine.state, &s, None).await.unwrap_err();
 
     assert!(err.to_string().contains("not found"), "{err}");
     assert!(engine.files(&s.uuid).is_empty());
@@ -374,7 +375,7 @@ async fn a_pg_dump_killed_halfway_fails_retriably_and_leaves_nothing() {
     engine.state.bins = bins;
     let s = spec(BackupScope::All, None, &[]);
 
-    let err = backup::run(&engine.state, &s).await.unwrap_err();
+    let err = backup::run(&engine.state, &s, None).await.unwrap_err();
 
     assert!(err.to_string().contains("killed by signal 9"), "{err}");
     assert!(err.is_retriable());
@@ -391,7 +392,7 @@ async fn an_unreachable_database_fails_retriably_and_leaves_nothing() {
     .unwrap();
     let s = spec(BackupScope::All, None, &[]);
 
-    let err = backup::run(&engine.state, &s).await.unwrap_err();
+    let err = backup::run(&engine.state, &s, None).await.unwrap_err();
 
     assert!(matches!(err, BackupError::Database { .. }), "{err}");
     assert!(err.is_retriable());
@@ -467,6 +468,15 @@ impl Storage for FullDisk {
     fn delete_prefix<'a>(&'a self, prefix: &'a ObjectKey) -> BoxFuture<'a, std::io::Result<()>> {
         self.inner.delete_prefix(prefix)
     }
+    fn prefixes(&self) -> BoxFuture<'_, std::io::Result<Vec<(ObjectKey, std::time::SystemTime)>>> {
+        self.inner.prefixes()
+    }
+    fn sweep_partials(
+        &self,
+        min_age: std::time::Duration,
+    ) -> BoxFuture<'_, std::io::Result<usize>> {
+        self.inner.sweep_partials(min_age)
+    }
     fn local_path(&self, key: &ObjectKey) -> Option<PathBuf> {
         self.inner.local_path(key)
     }
@@ -484,7 +494,7 @@ async fn a_full_disk_fails_retriably_and_leaves_nothing() {
     });
     let s = spec(BackupScope::All, None, &[]);
 
-    let err = backup::run(&engine.state, &s).await.unwrap_err();
+    let err = backup::run(&engine.state, &s, None).await.unwrap_err();
 
     assert!(matches!(err, BackupError::DiskFull(_)), "{err}");
     assert!(err.is_retriable());
@@ -632,7 +642,7 @@ async fn verify_refuses_a_manifest_that_is_not_the_recorded_one() {
 
 #[tokio::test]
 async fn a_backup_row_is_claimed_by_one_run_at_a_time_and_never_after_success() {
-    use riveredge_backup::db::backups::{self as rows, BackupFilter, ClaimOutcome, NewBackup};
+    use riveredge_backup::db::backups::{self as rows, BackupFilter, Claim, NewBackup, Transition};
     use std::time::Duration;
     let db = TestDb::with_fixture().await;
     let engine = Engine::new(&db).await;
@@ -652,51 +662,96 @@ async fn a_backup_row_is_claimed_by_one_run_at_a_time_and_never_after_success() 
         !rows::insert(&db.pool, &new).await.unwrap(),
         "a retried insert is a no-op"
     );
-    assert_eq!(
+    assert!(matches!(
         rows::claim(&db.pool, &s.uuid, "run-a", hour).await.unwrap(),
-        ClaimOutcome::Claimed
-    );
-    assert_eq!(
+        Claim::Mine
+    ));
+    assert!(matches!(
         rows::claim(&db.pool, &s.uuid, "run-b", hour).await.unwrap(),
-        ClaimOutcome::RunningElsewhere {
-            run_id: Some("run-a".into())
-        }
-    );
-    assert_eq!(
-        rows::claim(&db.pool, &s.uuid, "run-a", hour).await.unwrap(),
-        ClaimOutcome::Claimed,
+        Claim::Busy { owner: Some(o) } if o == "run-a"
+    ));
+    assert!(
+        matches!(
+            rows::claim(&db.pool, &s.uuid, "run-a", hour).await.unwrap(),
+            Claim::Mine
+        ),
         "the same run may re-claim"
     );
-    assert_eq!(
-        rows::claim(&db.pool, &s.uuid, "run-b", Duration::ZERO)
-            .await
-            .unwrap(),
-        ClaimOutcome::Claimed,
+    assert!(
+        matches!(
+            rows::claim(&db.pool, &s.uuid, "run-b", Duration::ZERO)
+                .await
+                .unwrap(),
+            Claim::Mine
+        ),
         "a stale run is taken over"
     );
-    rows::mark_failed(&db.pool, &s.uuid, &"x".repeat(10_000))
-        .await
-        .unwrap();
+    assert!(
+        matches!(
+            rows::mark_failed(&db.pool, &s.uuid, "run-a", "late failure of the old owner")
+                .await
+                .unwrap(),
+            Transition::NotOwner(_)
+        ),
+        "the run that lost its claim cannot fail the backup"
+    );
+    assert_eq!(
+        rows::get(&db.pool, &s.uuid).await.unwrap().unwrap().status,
+        "running"
+    );
+    assert!(
+        !rows::update_progress(&db.pool, &s.uuid, Some("run-a"), 1, 1)
+            .await
+            .unwrap()
+    );
+    assert!(matches!(
+        rows::mark_failed(&db.pool, &s.uuid, "run-b", &"x".repeat(10_000))
+            .await
+            .unwrap(),
+        Transition::Done
+    ));
     let failed = rows::get(&db.pool, &s.uuid).await.unwrap().unwrap();
     assert_eq!(failed.status, "failed");
     assert!(failed.error_message.unwrap().chars().count() <= rows::MAX_ERROR_MESSAGE + 1);
-    assert_eq!(
+    assert!(matches!(
         rows::claim(&db.pool, &s.uuid, "run-c", hour).await.unwrap(),
-        ClaimOutcome::Claimed
-    );
+        Claim::Mine
+    ));
 
     let outcome = backup_ok(&engine, &s).await;
-    rows::mark_success(&db.pool, &s.uuid, &outcome)
-        .await
-        .unwrap();
+    assert!(
+        matches!(
+            rows::mark_success(&db.pool, &s.uuid, "run-b", &outcome)
+                .await
+                .unwrap(),
+            Transition::NotOwner(_)
+        ),
+        "only the owner records success"
+    );
+    assert!(matches!(
+        rows::mark_success(&db.pool, &s.uuid, "run-c", &outcome)
+            .await
+            .unwrap(),
+        Transition::Done
+    ));
+    assert!(
+        matches!(
+            rows::mark_failed(&db.pool, &s.uuid, "run-c", "late")
+                .await
+                .unwrap(),
+            Transition::NotOwner(_)
+        ),
+        "a success is never turned into a failure"
+    );
 
-    assert_eq!(
+    assert!(matches!(
         rows::claim(&db.pool, &s.uuid, "run-d", Duration::ZERO)
             .await
             .unwrap(),
-        ClaimOutcome::AlreadySucceeded
-    );
+        Claim::AlreadyDone(_)
+    ));
     let row = rows::get(&db.pool, &s.uuid).await.unwrap().unwrap();
+    assert_eq!(row.status, "success");
     assert_eq!(
         row.checksum.as_deref(),
         Some(outcome.manifest_sha256.as_str())
@@ -719,10 +774,10 @@ async fn a_backup_row_is_claimed_by_one_run_at_a_time_and_never_after_success() 
         listed.iter().map(|r| r.uuid.as_str()).collect::<Vec<_>>(),
         vec![s.uuid.as_str()]
     );
-    assert_eq!(
+    assert!(matches!(
         rows::claim(&db.pool, "00000000-0000-0000-0000-000000000000", "r", hour)
             .await
             .unwrap(),
-        ClaimOutcome::NotFound
-    );
+        Claim::NotFound
+    ));
 }

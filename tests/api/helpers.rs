@@ -199,6 +199,8 @@ pub struct TestApp {
     pub address: String,
     pub storage_dir: tempfile::TempDir,
     pub shutdown: CancellationToken,
+    /// The worker's own state, for calling its use cases directly.
+    pub state: AppState,
 }
 
 impl TestApp {
@@ -223,6 +225,12 @@ impl TestApp {
     ) -> inngest::testing::RunRecord {
         let event = inngest::Event::new(name, data).with_id(uuid::Uuid::new_v4().to_string());
         self.run_event(slug, event).await
+    }
+
+    /// A run of `slug` for `event` that advances only when told (interleaving, reruns, kills).
+    pub fn start(&self, slug: &str, event: inngest::Event) -> inngest::testing::RunHandle {
+        self.executor()
+            .start(&format!("riveredge-backup-{slug}"), event, Some(4))
     }
 
     pub async fn run_event(
@@ -351,6 +359,7 @@ pub async fn spawn_app_with(db: &TestDb, overrides: &[(&str, &str)]) -> TestApp 
         address,
         storage_dir,
         shutdown,
+        state,
     }
 }
 

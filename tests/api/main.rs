@@ -6,6 +6,7 @@ mod helpers;
 mod backup;
 mod e2e_backup;
 mod e2e_restore;
+mod exactly_once;
 mod foundation;
 mod restore;
 mod tenant;

@@ -46,10 +46,13 @@ async fn replacing_live_tables_brings_back_the_backed_up_rows_without_moving_seq
     let db = TestDb::with_fixture().await;
     let engine = Engine::new(&db).await;
     let before = checksums(&db, CLOSED_SET).await;
-    let outcome =
-        riveredge_backup::backup::run(&engine.state, &spec(BackupScope::Table, None, CLOSED_SET))
-            .await
-            .unwrap();
+    let outcome = riveredge_backup::backup::run(
+        &engine.state,
+        &spec(BackupScope::Table, None, CLOSED_SET),
+        None,
+    )
+    .await
+    .unwrap();
     scribble(&db).await;
     assert_ne!(checksums(&db, CLOSED_SET).await, before);
     let seq_after_insert = seq_value(&db, "core_departments_id_seq").await;
@@ -60,6 +63,7 @@ async fn replacing_live_tables_brings_back_the_backed_up_rows_without_moving_seq
         &db.conn,
         None,
         RestoreMode::ReplaceTables,
+        None,
     )
     .await
     .unwrap();
@@ -85,10 +89,13 @@ async fn replacing_live_tables_brings_back_the_backed_up_rows_without_moving_seq
 async fn a_replace_that_fails_midway_leaves_the_database_exactly_as_it_was() {
     let db = TestDb::with_fixture().await;
     let engine = Engine::new(&db).await;
-    let outcome =
-        riveredge_backup::backup::run(&engine.state, &spec(BackupScope::Table, None, CLOSED_SET))
-            .await
-            .unwrap();
+    let outcome = riveredge_backup::backup::run(
+        &engine.state,
+        &spec(BackupScope::Table, None, CLOSED_SET),
+        None,
+    )
+    .await
+    .unwrap();
     scribble(&db).await;
     let before = checksums(&db, CLOSED_SET).await;
     // The second table's file is damaged: the first table is already loaded when it fails.
@@ -105,6 +112,7 @@ async fn a_replace_that_fails_midway_leaves_the_database_exactly_as_it_was() {
         &db.conn,
         None,
         RestoreMode::ReplaceTables,
+        None,
     )
     .await
     .unwrap_err();
@@ -125,6 +133,7 @@ async fn replacing_a_table_that_an_outside_table_references_is_refused_by_name()
     let outcome = riveredge_backup::backup::run(
         &engine.state,
         &spec(BackupScope::Table, None, &["core_users"]),
+        None,
     )
     .await
     .unwrap();
@@ -136,6 +145,7 @@ async fn replacing_a_table_that_an_outside_table_references_is_refused_by_name()
         &db.conn,
         None,
         RestoreMode::ReplaceTables,
+        None,
     )
     .await
     .unwrap_err();
@@ -158,6 +168,7 @@ async fn an_incompatible_target_is_reported_column_by_column_before_anything_cha
     let outcome = riveredge_backup::backup::run(
         &engine.state,
         &spec(BackupScope::Table, None, &["infra_platform_settings"]),
+        None,
     )
     .await
     .unwrap();
@@ -172,6 +183,7 @@ async fn an_incompatible_target_is_reported_column_by_column_before_anything_cha
         &db.conn,
         None,
         RestoreMode::ReplaceTables,
+        None,
     )
     .await
     .unwrap_err();
@@ -193,9 +205,10 @@ async fn an_incompatible_target_is_reported_column_by_column_before_anything_cha
 async fn a_subset_of_a_whole_database_backup_can_replace_just_those_tables() {
     let db = TestDb::with_fixture().await;
     let engine = Engine::new(&db).await;
-    let outcome = riveredge_backup::backup::run(&engine.state, &spec(BackupScope::All, None, &[]))
-        .await
-        .unwrap();
+    let outcome =
+        riveredge_backup::backup::run(&engine.state, &spec(BackupScope::All, None, &[]), None)
+            .await
+            .unwrap();
     let before = checksums(&db, &["infra_platform_settings", "aerich"]).await;
     db.execute_script("DELETE FROM infra_platform_settings; DELETE FROM aerich;")
         .await;
@@ -210,6 +223,7 @@ async fn a_subset_of_a_whole_database_backup_can_replace_just_those_tables() {
         &db.conn,
         Some(subset),
         RestoreMode::ReplaceTables,
+        None,
     )
     .await
     .unwrap();
