@@ -159,9 +159,13 @@ pub async fn heartbeat(
     Ok(done.rows_affected() == 1)
 }
 
-/// Locks the restore's row inside the transaction that is about to apply it; the row as it
-/// stands (`applied_at` set: it was applied already, by this request, and must not be again).
-/// Concurrent applies of one restore wait here for each other.
+/// Serializes the applies of one restore inside the transaction that is about to apply it, and
+/// returns its row as it stands (`applied_at` set: it was applied already, by this request, and
+/// must not be again). Concurrent applies of one restore wait here for each other.
+///
+/// The lock is a transaction-level advisory lock, not a row lock: the row stays writable, so
+/// the run's heartbeat (another connection) keeps moving while the restore works. The caller's
+/// transaction must be READ COMMITTED, so the read after the wait sees a commit that ended it.
 ///
 /// # Errors
 /// Database errors; [`sqlx::Error::RowNotFound`] when the row is gone.
@@ -169,8 +173,12 @@ pub async fn lock_for_apply(
     conn: &mut PgConnection,
     uuid: Uuid,
 ) -> Result<RestoreRow, sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('rbk-restore:' || $1, 0))")
+        .bind(uuid.to_string())
+        .execute(&mut *conn)
+        .await?;
     sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM root_data_restores WHERE uuid = $1 FOR UPDATE"
+        "SELECT {COLUMNS} FROM root_data_restores WHERE uuid = $1"
     ))
     .bind(uuid.to_string())
     .fetch_one(conn)

@@ -119,7 +119,12 @@ pub async fn verify(
 ) -> Result<(), BackupError> {
     ensure_owner(state, uuid, run_id).await?;
     let work = engine::verify(state, uuid, Some(manifest_sha256));
-    super::with_heartbeat(work, || rows::heartbeat(&state.pool, uuid, run_id)).await?;
+    let (pool, uuid, run_id) = (state.pool.clone(), uuid.to_owned(), run_id.to_owned());
+    super::with_heartbeat(work, move || {
+        let (pool, uuid, run_id) = (pool.clone(), uuid.clone(), run_id.clone());
+        async move { rows::heartbeat(&pool, &uuid, &run_id).await }
+    })
+    .await?;
     Ok(())
 }
 

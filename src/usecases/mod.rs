@@ -18,26 +18,27 @@ use std::time::Duration;
 /// older than the step timeout).
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 
-/// Runs `work` while `beat` is called every [`HEARTBEAT_EVERY`]; a failed beat is logged, not
-/// fatal (the reaper's threshold is far longer than one missed beat).
-pub async fn with_heartbeat<T, W, B, BF>(work: W, mut beat: B) -> T
+/// Runs `work` while `beat` runs every [`HEARTBEAT_EVERY`] on a task of its own: a beat that
+/// waits (a lock, a slow server) never holds the work up. A failed beat is logged, not fatal
+/// (the reaper's threshold is far longer than one missed beat).
+pub async fn with_heartbeat<T, W, B, BF>(work: W, beat: B) -> T
 where
     W: Future<Output = T>,
-    B: FnMut() -> BF,
-    BF: Future<Output = Result<bool, sqlx::Error>>,
+    B: Fn() -> BF + Send + 'static,
+    BF: Future<Output = Result<bool, sqlx::Error>> + Send,
 {
-    let mut work = std::pin::pin!(work);
-    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await; // the first tick is immediate
-    loop {
-        tokio::select! {
-            out = &mut work => return out,
-            _ = tick.tick() => {
-                if let Err(e) = beat().await {
-                    tracing::warn!(error = %e, "could not record a heartbeat");
-                }
+    let beats = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // the first tick is immediate: the claim just proved it alive
+        loop {
+            tick.tick().await;
+            if let Err(e) = beat().await {
+                tracing::warn!(error = %e, "could not record a heartbeat");
             }
         }
-    }
+    });
+    let out = work.await;
+    beats.abort();
+    out
 }

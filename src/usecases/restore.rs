@@ -495,7 +495,12 @@ pub async fn apply(
             other => other,
         }
     };
-    super::with_heartbeat(work, || restore_rows::heartbeat(&state.pool, uuid, run_id)).await
+    let (pool, run_id) = (state.pool.clone(), run_id.to_owned());
+    super::with_heartbeat(work, move || {
+        let (pool, run_id) = (pool.clone(), run_id.clone());
+        async move { restore_rows::heartbeat(&pool, uuid, &run_id).await }
+    })
+    .await
 }
 
 /// The saved rows of an applied restore.

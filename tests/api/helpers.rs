@@ -117,6 +117,11 @@ impl TestDb {
             .expect("script");
     }
 
+    /// The password-authenticated TCP URL of this database (local cluster only).
+    pub fn tcp_url(&self) -> Option<String> {
+        Some(server().tcp.as_ref()?.replace("DBNAME", &self.name))
+    }
+
     /// The same database reached over TCP with password authentication.
     pub fn tcp_conn(&self) -> Option<ConnInfo> {
         let template = server().tcp.as_ref()?;

@@ -8,5 +8,6 @@ mod e2e_backup;
 mod e2e_restore;
 mod exactly_once;
 mod foundation;
+mod kill;
 mod restore;
 mod tenant;
