@@ -14,8 +14,10 @@ use crate::artifact::{
     self, copy_select, CompressionEntry, Manifest, Progress, SequenceEntry, SequenceOwner,
     TableEntry, WriteError, FORMAT, MANIFEST_FILE, SCHEMA_FILE,
 };
+use crate::artifact::OwnershipPlan;
 use crate::backup::BackupScope;
-use crate::catalog::{Catalog, TableRef};
+use crate::catalog::{Catalog, Sequence, TableRef};
+use crate::tenant::TenantPlan;
 use crate::pg::{quote_ident, PgCommand};
 use crate::snapshot::Snapshot;
 use crate::startup::AppState;
@@ -37,22 +39,15 @@ pub(super) async fn dump(
     let tables = validated.selection.table_refs();
     let mut snapshot = Snapshot::export(&state.conn, &tables)
         .await
-        .map_err(BackupError::db("exporting the snapshot"))?;
-    ensure_unchanged(state, &validated.catalog, &tables).await?;
+        .map_err(snapshot_error)?;
+    ensure_unchanged(state, validated).await?;
     let server = server_info(snapshot.connection()).await?;
     let pg_dump_version = pg_dump_version(state).await?;
 
     let schema = dump_schema(state, validated, &snapshot.info.snapshot_id).await?;
     let mut entries = dump_tables(state, validated, &snapshot, progress).await?;
     entries.sort_by(|a, b| a.key.cmp(&b.key));
-    let whole_database = validated.spec.scope == BackupScope::All;
-    let sequences = read_sequences(
-        snapshot.connection(),
-        &validated.catalog,
-        &tables,
-        whole_database,
-    )
-    .await?;
+    let sequences = read_sequences(snapshot.connection(), &validated.selection.sequences).await?;
     let snapshot_info = snapshot.info.clone();
     snapshot
         .release()
@@ -80,6 +75,7 @@ pub(super) async fn dump(
         tables: entries,
         sequences,
         excluded_tables: validated.selection.excluded.clone(),
+        ownership: ownership_plan(validated, &tables),
     };
     let key = artifact::prefix(uuid)
         .and_then(|p| p.join(MANIFEST_FILE))
@@ -100,28 +96,66 @@ pub(super) async fn dump(
     })
 }
 
-/// The columns chosen at validation must still be the columns now that the tables are locked
-/// (a DDL committed in between would otherwise give files that do not match the schema dump).
-async fn ensure_unchanged(
-    state: &AppState,
-    before: &Catalog,
-    tables: &[TableRef],
-) -> Result<(), BackupError> {
+/// The typed ownership plan of a tenant-filtered backup: the rules of its tables and of every
+/// table their foreign-key paths reach.
+fn ownership_plan(validated: &ValidatedSpec, tables: &[TableRef]) -> Option<OwnershipPlan> {
+    let tenant = validated.spec.tenant_id?;
+    let own = super::selection::own_tables(&validated.catalog);
+    let plan = TenantPlan::build(&validated.catalog, tenant, &own);
+    Some(plan.ownership().restricted_to(tables))
+}
+
+/// A table that vanished before it could be locked is a schema change (retriable), not a
+/// database failure.
+fn snapshot_error(e: sqlx::Error) -> BackupError {
+    match e.as_database_error().and_then(|d| d.code()).as_deref() {
+        Some("42P01") => BackupError::SchemaChanged(format!(
+            "a selected table was dropped before it could be locked: {e}"
+        )),
+        _ => BackupError::Database {
+            context: "locking the tables and exporting the snapshot",
+            source: e,
+        },
+    }
+}
+
+/// What the backup will contain must still be what validation chose, now that the tables are
+/// locked and the snapshot taken: the same tables (none created or dropped in between, which
+/// for a whole-database or tenant backup would change the set, and would put a table in the
+/// schema dump without a data file), with the same columns and the same sequences. The
+/// selection is recomputed from the catalog as it is now and compared; a difference refuses
+/// the backup with a retriable error (the retry validates afresh).
+async fn ensure_unchanged(state: &AppState, validated: &ValidatedSpec) -> Result<(), BackupError> {
     let now = Catalog::load(&state.pool)
         .await
         .map_err(BackupError::db("re-reading the catalog"))?;
-    for t in tables {
-        let same = match (before.table(t), now.table(t)) {
-            (Some(a), Some(b)) => a.columns == b.columns,
-            _ => false,
-        };
-        if !same {
-            return Err(BackupError::SchemaChanged(format!(
-                "{t} was altered or dropped"
-            )));
-        }
+    let again = super::selection::select(&now, &validated.spec).map_err(|e| {
+        BackupError::SchemaChanged(format!("the selection no longer validates: {e}"))
+    })?;
+    let shape = |s: &super::Selection| {
+        let tables: Vec<_> = s
+            .tables
+            .iter()
+            .map(|t| (t.table.table.clone(), t.table.columns.clone(), t.predicate.clone()))
+            .collect();
+        let sequences: Vec<_> = s.sequences.iter().map(|q| q.sequence.clone()).collect();
+        (tables, sequences)
+    };
+    let (before, after) = (shape(&validated.selection), shape(&again));
+    if before == after {
+        return Ok(());
     }
-    Ok(())
+    let names = |v: &[(TableRef, Vec<crate::catalog::Column>, Option<String>)]| {
+        v.iter().map(|t| t.0.clone()).collect::<Vec<_>>()
+    };
+    let (b, a) = (names(&before.0), names(&after.0));
+    let mut changes: Vec<String> = Vec::new();
+    changes.extend(a.iter().filter(|t| !b.contains(t)).map(|t| format!("{t} appeared")));
+    changes.extend(b.iter().filter(|t| !a.contains(t)).map(|t| format!("{t} was dropped")));
+    if changes.is_empty() {
+        changes.push("columns, foreign keys or sequences of the selected tables changed".into());
+    }
+    Err(BackupError::SchemaChanged(changes.join(", ")))
 }
 
 struct ServerInfo {
@@ -188,6 +222,15 @@ fn pg_dump_args(validated: &ValidatedSpec, snapshot_id: &str) -> Vec<String> {
                 .tables
                 .iter()
                 .map(|t| format!("--table={}", literal_pattern(&t.table.table))),
+        );
+        // `--table` brings a table's owned and identity sequences, but not one it only uses
+        // through `DEFAULT nextval(…)`; without it the default fails to restore.
+        args.extend(
+            validated
+                .selection
+                .sequences
+                .iter()
+                .map(|s| format!("--table={}", literal_pattern(&s.sequence))),
         );
     }
     args
@@ -342,27 +385,24 @@ async fn copy_table(
         content_hash: written.digest.content_hash(),
         columns,
         primary_key: table.primary_key.clone(),
-        predicate: job.table.predicate,
+        // Format 2 keeps the typed plan in the manifest instead of SQL text.
+        predicate: None,
     })
 }
 
-/// The sequences feeding the backed-up tables (plus free-standing ones for a whole-database
-/// backup), read after the data so they are never behind the copied ids.
+/// The values of `sequences`, read after the data so they are never behind the copied ids
+/// (sequence reads are not snapshot-isolated), with every column that draws from each.
 async fn read_sequences(
     conn: &mut PgConnection,
-    catalog: &Catalog,
-    tables: &[TableRef],
-    whole_database: bool,
+    sequences: &[Sequence],
 ) -> Result<Vec<SequenceEntry>, BackupError> {
+    let owner = |(t, c): &(TableRef, String)| SequenceOwner {
+        schema: t.schema.clone(),
+        table: t.name.clone(),
+        column: c.clone(),
+    };
     let mut out = Vec::new();
-    for seq in &catalog.sequences {
-        let wanted = match &seq.owned_by {
-            Some((table, _)) => tables.contains(table),
-            None => whole_database,
-        };
-        if !wanted {
-            continue;
-        }
+    for seq in sequences {
         let (last_value, is_called): (i64, bool) = sqlx::query_as(&format!(
             "SELECT last_value, is_called FROM {}",
             seq.sequence.quoted()
@@ -375,11 +415,8 @@ async fn read_sequences(
             name: seq.sequence.name.clone(),
             last_value,
             is_called,
-            owned_by: seq.owned_by.as_ref().map(|(t, c)| SequenceOwner {
-                schema: t.schema.clone(),
-                table: t.name.clone(),
-                column: c.clone(),
-            }),
+            owned_by: seq.owned_by.as_ref().map(owner),
+            used_by: seq.used_by.iter().map(owner).collect(),
         });
     }
     Ok(out)

@@ -225,7 +225,7 @@ pub async fn verify_tables(
 ) -> Result<Vec<TableCheck>, RestoreError> {
     let mut checks = Vec::new();
     for entry in entries {
-        let digest = artifact::hash_query(conn, &entry.select())
+        let digest = artifact::hash_query(conn, &entry.select_all())
             .await
             .map_err(RestoreError::db("re-reading a restored table"))?;
         let check = TableCheck {
