@@ -1,5 +1,8 @@
-//! Full verification of a stored backup: the manifest, every data file read to its end, and the
-//! schema dump read by `pg_restore` itself.
+//! Full verification of a stored backup: the manifest, every data file read to its end, the
+//! schema dump read by `pg_restore` itself, and the three lists of tables agreeing: the schema
+//! archive's `TABLE` entries, the manifest's tables and the data files in storage. A table
+//! created while a backup started would otherwise sit in the schema dump without rows, and a
+//! stray or missing data file would go unnoticed.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -52,11 +55,12 @@ pub async fn verify(
     let (a, b, schema) = tokio::join!(
         read_tables(storage, &first),
         read_tables(storage, &second),
-        check_schema(storage, bins, &manifest.schema, timeout),
+        check_schema(storage, bins, &manifest, timeout),
     );
     a?;
     b?;
     schema?;
+    check_data_files(storage, uuid, &manifest).await?;
     let bytes = manifest.schema.size + manifest.tables.iter().map(|t| t.size).sum::<u64>();
     let rows = manifest.tables.iter().map(|t| t.rows).sum();
     Ok(VerifyReport {
@@ -79,15 +83,101 @@ async fn read_tables(storage: &dyn Storage, tables: &[&TableEntry]) -> Result<()
     Ok(())
 }
 
-/// The schema archive's bytes, then a full read of it by `pg_restore`.
+/// The schema archive's bytes, then a full read of it by `pg_restore`, then its tables
+/// against the manifest's.
 async fn check_schema(
     storage: &dyn Storage,
     bins: &PgBinaries,
-    entry: &ObjectEntry,
+    manifest: &Manifest,
     timeout: Duration,
 ) -> Result<(), ArtifactError> {
+    let entry = &manifest.schema;
     check_object(storage, entry).await?;
-    check_schema_archive(storage, bins, entry, timeout).await
+    let file = SchemaFile::materialize(storage, entry).await?;
+    check_schema_archive(bins, entry, &file, timeout).await?;
+    let toc = PgCommand::new(bins.program("pg_restore"), timeout)
+        .arg("--list")
+        .arg(file.path())
+        .output()
+        .await
+        .map_err(|e| ArtifactError::SchemaUnreadable {
+            key: entry.key.clone(),
+            detail: e.to_string(),
+        })?;
+    schema_tables_match(&String::from_utf8_lossy(&toc), manifest)
+}
+
+/// The `TABLE` entries of a `pg_restore --list` table of contents must be exactly the
+/// manifest's tables (a partition's DDL, listed as excluded, may be there too).
+///
+/// A TOC line is `<id>; <catalog oid> <oid> TABLE <schema> <name> <owner>`; names are printed
+/// unquoted and may hold spaces, so entries are matched against the manifest's names rather
+/// than split apart.
+pub fn schema_tables_match(toc: &str, manifest: &Manifest) -> Result<(), ArtifactError> {
+    let entries: Vec<&str> = toc
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.contains(" FOREIGN TABLE "))
+        .filter_map(|l| l.split_once(" TABLE ").map(|(_, rest)| rest))
+        .filter(|rest| !rest.starts_with("DATA ") && !rest.starts_with("ATTACH "))
+        .collect();
+    let matches = |rest: &str, schema: &str, name: &str| {
+        rest.strip_prefix(schema)
+            .and_then(|r| r.strip_prefix(' '))
+            .and_then(|r| r.strip_prefix(name))
+            .is_some_and(|r| r.is_empty() || r.starts_with(' '))
+    };
+    let mut problems = Vec::new();
+    for t in &manifest.tables {
+        if !entries.iter().any(|e| matches(e, &t.schema, &t.name)) {
+            problems.push(format!("{}.{} has a data file but no table in the schema dump", t.schema, t.name));
+        }
+    }
+    for e in &entries {
+        let known = manifest.tables.iter().any(|t| matches(e, &t.schema, &t.name))
+            || manifest.excluded_tables.iter().any(|t| matches(e, &t.schema, &t.name));
+        if !known {
+            problems.push(format!("the schema dump creates table {e:?}, which the manifest does not list"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ArtifactError::SchemaMismatch {
+            key: manifest.schema.key.clone(),
+            detail: problems.join("; "),
+        })
+    }
+}
+
+/// The objects under `<uuid>/data/` must be exactly the manifest's data files.
+async fn check_data_files(
+    storage: &dyn Storage,
+    uuid: &str,
+    manifest: &Manifest,
+) -> Result<(), ArtifactError> {
+    let data = super::prefix(uuid)?.join("data")?;
+    let stored = storage
+        .list(&data)
+        .await
+        .map_err(|e| ArtifactError::from_io(data.as_str(), e))?;
+    let listed: Vec<&str> = manifest.tables.iter().map(|t| t.key.as_str()).collect();
+    let extra: Vec<&str> = stored
+        .iter()
+        .map(ObjectKey::as_str)
+        .filter(|k| !listed.contains(k))
+        .collect();
+    if extra.is_empty() {
+        // Missing files were already reported by the reads.
+        Ok(())
+    } else {
+        Err(ArtifactError::SchemaMismatch {
+            key: data.as_str().to_owned(),
+            detail: format!(
+                "data files that the manifest does not list: {}",
+                extra.join(", ")
+            ),
+        })
+    }
 }
 
 /// Size and sha256 of a stored object against its entry.
@@ -128,12 +218,11 @@ async fn check_object(storage: &dyn Storage, entry: &ObjectEntry) -> Result<(), 
 /// `pg_restore -f /dev/null` reads the whole archive (`-l` would only read the table of
 /// contents and passes on a truncated file).
 async fn check_schema_archive(
-    storage: &dyn Storage,
     bins: &PgBinaries,
     entry: &ObjectEntry,
+    file: &SchemaFile,
     timeout: Duration,
 ) -> Result<(), ArtifactError> {
-    let file = SchemaFile::materialize(storage, entry).await?;
     PgCommand::new(bins.program("pg_restore"), timeout)
         .arg("--file=/dev/null")
         .arg(file.path())

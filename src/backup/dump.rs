@@ -14,7 +14,7 @@ use crate::artifact::{
     self, copy_select, CompressionEntry, Manifest, Progress, SequenceEntry, SequenceOwner,
     TableEntry, WriteError, FORMAT, MANIFEST_FILE, SCHEMA_FILE,
 };
-use crate::artifact::OwnershipPlan;
+use crate::artifact::{ExcludedTable, OwnershipPlan};
 use crate::backup::BackupScope;
 use crate::catalog::{Catalog, Sequence, TableRef};
 use crate::tenant::TenantPlan;
@@ -74,7 +74,7 @@ pub(super) async fn dump(
         schema,
         tables: entries,
         sequences,
-        excluded_tables: validated.selection.excluded.clone(),
+        excluded_tables: excluded_tables(state, validated).await?,
         ownership: ownership_plan(validated, &tables),
     };
     let key = artifact::prefix(uuid)
@@ -94,6 +94,36 @@ pub(super) async fn dump(
         file_path: format!("{uuid}/"),
         rows,
     })
+}
+
+/// The selection's exclusions, plus for a whole-database backup every partition: `pg_dump`
+/// writes a partition's table, but its rows are copied through the partitioned parent, so
+/// verification must know why it has no data file of its own.
+async fn excluded_tables(
+    state: &AppState,
+    validated: &ValidatedSpec,
+) -> Result<Vec<ExcludedTable>, BackupError> {
+    let mut out = validated.selection.excluded.clone();
+    if validated.spec.scope != BackupScope::All {
+        return Ok(out);
+    }
+    // language=PostgreSQL
+    let partitions: Vec<(String, String)> = sqlx::query_as(
+        "SELECT n.nspname::text, c.relname::text FROM pg_class c
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relispartition AND c.relkind IN ('r', 'p')
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+         ORDER BY 1, 2",
+    )
+    .fetch_all(&state.pool)
+    .await
+    .map_err(BackupError::db("listing partitions"))?;
+    out.extend(partitions.into_iter().map(|(schema, name)| ExcludedTable {
+        schema,
+        name,
+        reason: "partition: its rows are copied through its partitioned parent".to_owned(),
+    }));
+    Ok(out)
 }
 
 /// The typed ownership plan of a tenant-filtered backup: the rules of its tables and of every

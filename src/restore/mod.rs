@@ -6,6 +6,7 @@
 pub mod compat;
 mod drill;
 mod load;
+pub mod sequences;
 
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use crate::catalog::TableRef;
 use crate::pg::{quote_ident, ConnInfo, ProcessError};
 use crate::startup::AppState;
 
-pub use drill::{drill, scratch_name, DrillReport};
+pub use drill::{drill, scratch_name, scratch_prefix, DrillReport};
 
 /// How a restore treats its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +59,7 @@ pub enum RestoreError {
     #[error("backup {uuid} is {status}, only successful backups can be restored")]
     NotRestorable { uuid: String, status: String },
     #[error(
-        "backup {0} is tenant-scoped; tenant restores are done by the tenant restore, not this one"
+        "backup {0} holds one tenant's rows; into a live database they are restored by the tenant restore, which replaces only that tenant's rows"
     )]
     TenantScope(String),
     #[error("tables not in backup: {}", .0.join(", "))]
@@ -160,7 +161,9 @@ pub async fn restore_into_database(
     tables: Option<Vec<TableRef>>,
     mode: RestoreMode,
 ) -> Result<RestoreReport, RestoreError> {
-    if manifest.scope == "tenant" {
+    // Replacing live tables with one tenant's rows would drop every other tenant's; a new
+    // database (drills included) takes any scope.
+    if mode == RestoreMode::ReplaceTables && (manifest.scope == "tenant" || manifest.tenant_id.is_some()) {
         return Err(RestoreError::TenantScope(manifest.backup_uuid.clone()));
     }
     let entries = select_entries(manifest, tables.as_deref())?;
