@@ -126,7 +126,7 @@ fn sha256_of(path: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
 }
 
-async fn backup_ok(engine: &Engine, spec: &BackupSpec) -> BackupOutcome {
+pub async fn backup_ok(engine: &Engine, spec: &BackupSpec) -> BackupOutcome {
     backup::run(&engine.state, spec)
         .await
         .unwrap_or_else(|e| panic!("backup failed: {e}"))
