@@ -129,14 +129,25 @@ pub fn schema_tables_match(toc: &str, manifest: &Manifest) -> Result<(), Artifac
     let mut problems = Vec::new();
     for t in &manifest.tables {
         if !entries.iter().any(|e| matches(e, &t.schema, &t.name)) {
-            problems.push(format!("{}.{} has a data file but no table in the schema dump", t.schema, t.name));
+            problems.push(format!(
+                "{}.{} has a data file but no table in the schema dump",
+                t.schema, t.name
+            ));
         }
     }
     for e in &entries {
-        let known = manifest.tables.iter().any(|t| matches(e, &t.schema, &t.name))
-            || manifest.excluded_tables.iter().any(|t| matches(e, &t.schema, &t.name));
+        let known = manifest
+            .tables
+            .iter()
+            .any(|t| matches(e, &t.schema, &t.name))
+            || manifest
+                .excluded_tables
+                .iter()
+                .any(|t| matches(e, &t.schema, &t.name));
         if !known {
-            problems.push(format!("the schema dump creates table {e:?}, which the manifest does not list"));
+            problems.push(format!(
+                "the schema dump creates table {e:?}, which the manifest does not list"
+            ));
         }
     }
     if problems.is_empty() {

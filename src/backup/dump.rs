@@ -17,11 +17,11 @@ use crate::artifact::{
 use crate::artifact::{ExcludedTable, OwnershipPlan};
 use crate::backup::BackupScope;
 use crate::catalog::{Catalog, Sequence, TableRef};
-use crate::tenant::TenantPlan;
 use crate::pg::{quote_ident, PgCommand};
 use crate::snapshot::Snapshot;
 use crate::startup::AppState;
 use crate::storage::{ObjectKey, Storage};
+use crate::tenant::TenantPlan;
 
 /// One table waiting for a COPY worker.
 struct Job {
@@ -166,7 +166,13 @@ async fn ensure_unchanged(state: &AppState, validated: &ValidatedSpec) -> Result
         let tables: Vec<_> = s
             .tables
             .iter()
-            .map(|t| (t.table.table.clone(), t.table.columns.clone(), t.predicate.clone()))
+            .map(|t| {
+                (
+                    t.table.table.clone(),
+                    t.table.columns.clone(),
+                    t.predicate.clone(),
+                )
+            })
             .collect();
         let sequences: Vec<_> = s.sequences.iter().map(|q| q.sequence.clone()).collect();
         (tables, sequences)
@@ -180,8 +186,16 @@ async fn ensure_unchanged(state: &AppState, validated: &ValidatedSpec) -> Result
     };
     let (b, a) = (names(&before.0), names(&after.0));
     let mut changes: Vec<String> = Vec::new();
-    changes.extend(a.iter().filter(|t| !b.contains(t)).map(|t| format!("{t} appeared")));
-    changes.extend(b.iter().filter(|t| !a.contains(t)).map(|t| format!("{t} was dropped")));
+    changes.extend(
+        a.iter()
+            .filter(|t| !b.contains(t))
+            .map(|t| format!("{t} appeared")),
+    );
+    changes.extend(
+        b.iter()
+            .filter(|t| !a.contains(t))
+            .map(|t| format!("{t} was dropped")),
+    );
     if changes.is_empty() {
         changes.push("columns, foreign keys or sequences of the selected tables changed".into());
     }

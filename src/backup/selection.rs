@@ -81,11 +81,7 @@ pub fn select(catalog: &Catalog, spec: &BackupSpec) -> Result<Selection, BackupE
     let own_excluded: Vec<ExcludedTable> =
         own.iter().map(|t| excluded(t, OWN_TABLE_REASON)).collect();
     let mut selection = select_tables(catalog, spec, &own, own_excluded)?;
-    selection.sequences = sequences_for(
-        catalog,
-        &selection.tables,
-        spec.scope == BackupScope::All,
-    );
+    selection.sequences = sequences_for(catalog, &selection.tables, spec.scope == BackupScope::All);
     Ok(selection)
 }
 

@@ -163,7 +163,9 @@ pub async fn restore_into_database(
 ) -> Result<RestoreReport, RestoreError> {
     // Replacing live tables with one tenant's rows would drop every other tenant's; a new
     // database (drills included) takes any scope.
-    if mode == RestoreMode::ReplaceTables && (manifest.scope == "tenant" || manifest.tenant_id.is_some()) {
+    if mode == RestoreMode::ReplaceTables
+        && (manifest.scope == "tenant" || manifest.tenant_id.is_some())
+    {
         return Err(RestoreError::TenantScope(manifest.backup_uuid.clone()));
     }
     let entries = select_entries(manifest, tables.as_deref())?;

@@ -55,7 +55,13 @@ pub async fn advance(
 ) -> Result<bool, sqlx::Error> {
     let mut candidates: Vec<String> = users
         .iter()
-        .map(|(t, c)| format!("(SELECT max({})::bigint FROM {})", quote_ident(c), t.quoted()))
+        .map(|(t, c)| {
+            format!(
+                "(SELECT max({})::bigint FROM {})",
+                quote_ident(c),
+                t.quoted()
+            )
+        })
         .collect();
     candidates.push("$1::bigint".to_owned());
     // `greatest` ignores NULLs: empty tables and a missing backup value do not count.

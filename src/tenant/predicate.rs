@@ -12,7 +12,12 @@ use crate::pg::quote_ident;
 
 /// The predicate of `table` over `alias`, `None` when the plan does not mention the table.
 /// Nested `EXISTS` use aliases `rbk_o1`, `rbk_o2`, …, unique within the expression.
-pub fn predicate(plan: &OwnershipPlan, tenant: i32, table: &TableRef, alias: &str) -> Option<String> {
+pub fn predicate(
+    plan: &OwnershipPlan,
+    tenant: i32,
+    table: &TableRef,
+    alias: &str,
+) -> Option<String> {
     plan.rule_of(table)?;
     let mut generator = Generator {
         plan,

@@ -390,7 +390,12 @@ fn targets<'a>(
             )),
             (Some(live), Some(owned)) => {
                 problems.extend(column_differences(live, entry));
-                problems.extend(ownership_difference(manifest, plan, &name, &owned.predicate));
+                problems.extend(ownership_difference(
+                    manifest,
+                    plan,
+                    &name,
+                    &owned.predicate,
+                ));
                 by_table.insert(name, entry);
             }
         }

@@ -16,7 +16,11 @@ pub const DRAWS: &[(&str, &str, &str)] = &[
     ("public.core_departments_id_seq", "core_departments", "id"),
     ("public.core_roles_id_seq", "core_roles", "id"),
     ("public.root_user_roles_id_seq", "core_user_roles", "id"),
-    ("public.root_operation_logs_id_seq", "core_operation_logs", "id"),
+    (
+        "public.root_operation_logs_id_seq",
+        "core_operation_logs",
+        "id",
+    ),
     ("ids.doc_number_seq", "apps_orders", "number"),
     ("ids.doc_number_seq", "apps_invoices", "number"),
     ("public.apps_orders_id_seq", "apps_orders", "id"),
@@ -137,7 +141,11 @@ pub async fn insert_everywhere(pool: &PgPool) {
         if !exists(pool, table).await {
             continue;
         }
-        let column = if sql.ends_with("number") { "number" } else { "id" };
+        let column = if sql.ends_with("number") {
+            "number"
+        } else {
+            "id"
+        };
         let before: Option<i64> =
             sqlx::query_scalar(&format!("SELECT max({column})::bigint FROM public.{table}"))
                 .fetch_one(pool)

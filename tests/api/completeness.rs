@@ -163,9 +163,16 @@ async fn assert_live_restore_kept_sequences(
     );
     let after = handed(&taken.source).await;
     for (name, value) in before {
-        assert!(after[name] >= *value, "{name} moved back from {value} to {}", after[name]);
+        assert!(
+            after[name] >= *value,
+            "{name} moved back from {value} to {}",
+            after[name]
+        );
     }
-    assert_eq!(sequences_behind(&taken.source.pool).await, Vec::<String>::new());
+    assert_eq!(
+        sequences_behind(&taken.source.pool).await,
+        Vec::<String>::new()
+    );
     insert_everywhere(&taken.source.pool).await;
 }
 
@@ -202,9 +209,15 @@ async fn restore_tenant(db: &TestDb, engine: &Engine, manifest: &Manifest, tenan
         skip: own_tables(),
         ..RestoreOptions::new(tenant)
     };
-    tenant_restore(&mut conn, &catalog, engine.state.storage.as_ref(), manifest, &opts)
-        .await
-        .unwrap_or_else(|e| panic!("tenant restore: {e}"));
+    tenant_restore(
+        &mut conn,
+        &catalog,
+        engine.state.storage.as_ref(),
+        manifest,
+        &opts,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("tenant restore: {e}"));
 }
 
 async fn restores_the_tenant_live(case: &Case, taken: &Taken) {
@@ -240,7 +253,10 @@ async fn the_catalog_finds_every_sequence_a_column_draws_from_renamed_shared_and
     expected.sort();
     assert_eq!(found, expected);
     let users = TableRef::new("public", "core_users");
-    let seq = catalog.sequences_of(&users).next().expect("core_users' sequence");
+    let seq = catalog
+        .sequences_of(&users)
+        .next()
+        .expect("core_users' sequence");
     assert_eq!(seq.sequence.name, "root_users_id_seq");
     assert!(seq.owned_by.is_none(), "renamed sequences have no owner");
 }

@@ -69,7 +69,11 @@ async fn a_truncate_committing_while_the_backup_waits_for_its_lock_is_captured_w
          INSERT INTO core_operation_logs (tenant_id, operation) VALUES (1, 'after'), (2, 'after');",
     )
     .await;
-    let s = spec(BackupScope::Table, None, &["core_roles", "core_operation_logs"]);
+    let s = spec(
+        BackupScope::Table,
+        None,
+        &["core_roles", "core_operation_logs"],
+    );
     let state = engine.state.clone();
     let spec_ = s.clone();
     let running = tokio::spawn(async move { backup::run(&state, &spec_).await });
@@ -124,7 +128,10 @@ async fn a_table_created_while_a_whole_database_backup_starts_refuses_it_retriab
     let err = running.await.unwrap().unwrap_err();
 
     assert!(matches!(err, BackupError::SchemaChanged(_)), "{err}");
-    assert!(err.to_string().contains("public.apps_new appeared"), "{err}");
+    assert!(
+        err.to_string().contains("public.apps_new appeared"),
+        "{err}"
+    );
     assert!(err.is_retriable());
     assert!(engine.files(&s.uuid).is_empty(), "nothing is left behind");
 }
@@ -167,10 +174,18 @@ async fn verify_err(engine: &Engine, uuid: &str) -> ArtifactError {
 async fn verify_fails_when_the_schema_dump_has_a_table_the_manifest_does_not_list() {
     let db = TestDb::with_awkward_fixture().await;
     let engine = Engine::new(&db).await;
-    let s = spec(BackupScope::Table, None, &["core_roles", "core_departments"]);
+    let s = spec(
+        BackupScope::Table,
+        None,
+        &["core_roles", "core_departments"],
+    );
     backup_ok(&engine, &s).await;
     let mut manifest = read_manifest(&engine, &s.uuid);
-    let dropped = manifest.tables.iter().position(|t| t.name == "core_departments").unwrap();
+    let dropped = manifest
+        .tables
+        .iter()
+        .position(|t| t.name == "core_departments")
+        .unwrap();
     let entry = manifest.tables.remove(dropped);
     std::fs::remove_file(engine.path_of(&entry.key)).unwrap();
     write_manifest(&engine, &manifest);
@@ -186,7 +201,11 @@ async fn verify_fails_when_a_data_file_has_no_table_in_the_schema_dump() {
     let db = TestDb::with_awkward_fixture().await;
     let engine = Engine::new(&db).await;
     let small = spec(BackupScope::Table, None, &["core_roles"]);
-    let both = spec(BackupScope::Table, None, &["core_roles", "core_departments"]);
+    let both = spec(
+        BackupScope::Table,
+        None,
+        &["core_roles", "core_departments"],
+    );
     let small_outcome = backup_ok(&engine, &small).await;
     backup_ok(&engine, &both).await;
     let mut manifest = read_manifest(&engine, &both.uuid);
@@ -234,7 +253,11 @@ fn own_tables() -> Vec<TableRef> {
         .collect()
 }
 
-async fn try_tenant_restore(db: &TestDb, engine: &Engine, manifest: &Manifest) -> Result<(), RestoreError> {
+async fn try_tenant_restore(
+    db: &TestDb,
+    engine: &Engine,
+    manifest: &Manifest,
+) -> Result<(), RestoreError> {
     let catalog = Catalog::load(&db.pool).await.unwrap();
     let mut conn = PgConnection::connect_with(&db.conn.connect_options())
         .await
@@ -243,9 +266,15 @@ async fn try_tenant_restore(db: &TestDb, engine: &Engine, manifest: &Manifest) -
         skip: own_tables(),
         ..RestoreOptions::new(1)
     };
-    tenant_restore(&mut conn, &catalog, engine.state.storage.as_ref(), manifest, &opts)
-        .await
-        .map(|_| ())
+    tenant_restore(
+        &mut conn,
+        &catalog,
+        engine.state.storage.as_ref(),
+        manifest,
+        &opts,
+    )
+    .await
+    .map(|_| ())
 }
 
 #[tokio::test]
@@ -265,8 +294,14 @@ async fn a_tenant_artifact_whose_ownership_plan_differs_structurally_from_the_li
         panic!("{err}")
     };
     assert_eq!(problems.len(), 1, "{problems:?}");
-    assert!(problems[0].contains("public.core_user_roles"), "{problems:?}");
-    assert!(problems[0].contains("ownership plan differs"), "{problems:?}");
+    assert!(
+        problems[0].contains("public.core_user_roles"),
+        "{problems:?}"
+    );
+    assert!(
+        problems[0].contains("ownership plan differs"),
+        "{problems:?}"
+    );
 }
 
 #[tokio::test]
@@ -284,14 +319,26 @@ async fn a_format_1_tenant_artifact_restores_when_the_live_schema_reproduces_its
         t.predicate = Some(plan.predicate_over(&t.table_ref(), "t").unwrap());
     }
     let mut cosmetic = legacy.clone();
-    let roles = cosmetic.tables.iter_mut().find(|t| t.name == "core_user_roles").unwrap();
+    let roles = cosmetic
+        .tables
+        .iter_mut()
+        .find(|t| t.name == "core_user_roles")
+        .unwrap();
     roles.predicate = roles.predicate.as_ref().map(|p| format!("({p})"));
 
-    let refused = try_tenant_restore(&db, &engine, &cosmetic).await.unwrap_err();
+    let refused = try_tenant_restore(&db, &engine, &cosmetic)
+        .await
+        .unwrap_err();
     try_tenant_restore(&db, &engine, &legacy)
         .await
         .expect("a format 1 artifact the live schema reproduces is restored");
 
-    assert!(refused.to_string().contains("riveredge-backup/1"), "{refused}");
-    assert!(refused.to_string().contains("take a new backup"), "{refused}");
+    assert!(
+        refused.to_string().contains("riveredge-backup/1"),
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().contains("take a new backup"),
+        "{refused}"
+    );
 }
