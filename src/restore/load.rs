@@ -460,33 +460,28 @@ pub(super) async fn replace_tables(
     Ok(checks)
 }
 
-/// The live policy of [`sequences`]: every sequence of the backup that a restored table draws
-/// from ends at or above the backup's value and the maximum of every column that draws from it
-/// in the live database, and never moves backwards.
+/// The live policy of [`sequences`]: every sequence of the target that a restored table draws
+/// from (found in the target's catalog, so a format 1 manifest that does not know a
+/// `nextval`-only sequence is covered too) ends at or above the backup's value, when the backup
+/// has one, and the maximum of every column that draws from it; it never moves backwards.
 async fn advance_sequences(
     conn: &mut PgConnection,
     manifest: &Manifest,
     live: &Catalog,
     tables: &[TableRef],
 ) -> Result<(), RestoreError> {
-    for seq in &manifest.sequences {
-        let users = seq.users();
-        if !users.iter().any(|(t, _)| tables.contains(t)) {
+    for seq in &live.sequences {
+        if !seq.used_by.iter().any(|(t, _)| tables.contains(t)) {
             continue;
         }
-        let name = seq.sequence_ref();
-        let Some(live_seq) = live.sequences.iter().find(|s| s.sequence == name) else {
-            tracing::warn!(sequence = %name, "the backup's sequence does not exist in the target; not set");
-            continue;
-        };
-        sequences::advance(
-            conn,
-            &name,
-            &live_seq.used_by,
-            Some((seq.last_value, seq.is_called)),
-        )
-        .await
-        .map_err(RestoreError::db("advancing a sequence"))?;
+        let backup = manifest
+            .sequences
+            .iter()
+            .find(|s| s.sequence_ref() == seq.sequence)
+            .map(|s| (s.last_value, s.is_called));
+        sequences::advance(conn, &seq.sequence, &seq.used_by, backup)
+            .await
+            .map_err(RestoreError::db("advancing a sequence"))?;
     }
     Ok(())
 }

@@ -41,6 +41,7 @@ use tokio::io::AsyncReadExt;
 use super::{tenant_exists, LoadOrder, TenantError, TenantPlan, UnbreakableCycle};
 use crate::artifact::{
     copy_select, is_readable_format, open_table, ArtifactError, Manifest, RowHasher, TableEntry,
+    FORMAT,
 };
 use crate::catalog::{Catalog, ForeignKey, Table, TableRef};
 use crate::pg::{quote_ident, quote_literal};
@@ -433,6 +434,9 @@ fn ownership_difference(
     live_predicate: &str,
 ) -> Option<String> {
     match &manifest.ownership {
+        None if manifest.format == FORMAT => Some(format!(
+            "table {table}: the {FORMAT} manifest has no ownership plan, so which rows it holds cannot be checked"
+        )),
         Some(backup) => (backup.closure(table) != plan.ownership().closure(table)).then(|| {
             format!(
                 "table {table}: the backup attributed its rows to the tenant through other columns or foreign keys than the live schema does (ownership plan differs)"

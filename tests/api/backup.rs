@@ -243,7 +243,15 @@ async fn a_table_backup_for_a_tenant_holds_only_that_tenants_rows() {
         .manifest
         .tables
         .iter()
-        .all(|t| t.predicate.is_some()));
+        .all(|t| outcome.manifest.predicate_of(t).is_some()));
+    assert!(
+        outcome
+            .manifest
+            .tables
+            .iter()
+            .all(|t| t.predicate.is_none()),
+        "format 2 stores the typed plan, not SQL"
+    );
 
     let target = fresh_restore(&engine, &outcome.manifest).await;
 
