@@ -110,14 +110,21 @@ async fn check_schema(
 /// The `TABLE` entries of a `pg_restore --list` table of contents must be exactly the
 /// manifest's tables (a partition's DDL, listed as excluded, may be there too).
 ///
-/// A TOC line is `<id>; <catalog oid> <oid> TABLE <schema> <name> <owner>`; names are printed
-/// unquoted and may hold spaces, so entries are matched against the manifest's names rather
-/// than split apart.
+/// A TOC line is `<id>; <catalog oid> <oid> <desc> <schema> <name> <owner>`. Only entries whose
+/// description is exactly `TABLE` count: not `TABLE DATA`, `TABLE ATTACH` or `FOREIGN TABLE`,
+/// nor a comment or grant on a table (`COMMENT public TABLE x`, `ACL public TABLE x`). Names
+/// are printed unquoted and may hold spaces, so entries are matched against the manifest's
+/// names rather than split apart.
 pub fn schema_tables_match(toc: &str, manifest: &Manifest) -> Result<(), ArtifactError> {
     let entries: Vec<&str> = toc
         .lines()
-        .filter(|l| !l.starts_with(';') && !l.contains(" FOREIGN TABLE "))
-        .filter_map(|l| l.split_once(" TABLE ").map(|(_, rest)| rest))
+        .filter(|l| !l.starts_with(';'))
+        .filter_map(|l| {
+            let (_, rest) = l.split_once("; ")?;
+            let mut parts = rest.splitn(3, ' ');
+            let (_catalog, _oid, described) = (parts.next()?, parts.next()?, parts.next()?);
+            described.strip_prefix("TABLE ")
+        })
         .filter(|rest| !rest.starts_with("DATA ") && !rest.starts_with("ATTACH "))
         .collect();
     let matches = |rest: &str, schema: &str, name: &str| {
@@ -284,5 +291,70 @@ impl SchemaFile {
 
     pub fn path(&self) -> &std::path::Path {
         &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(tables: &[(&str, &str)]) -> Manifest {
+        let mut m: Manifest = serde_json::from_value(serde_json::json!({
+            "format": super::super::FORMAT, "backup_uuid": "u", "backup_type": "full",
+            "scope": "table", "tenant_id": null, "created_at": "2026-01-01T00:00:00Z",
+            "database": "d", "server_version": "15", "server_version_num": 150000,
+            "tool_version": "t", "pg_dump_version": "p",
+            "snapshot": { "snapshot_id": "s", "xmin": "0", "system_identifier": "0",
+                          "taken_at": "2026-01-01T00:00:00Z" },
+            "compression": { "codec": "zstd", "level": 3 },
+            "schema": { "key": "u/schema.dump", "sha256": "", "size": 0 },
+            "tables": [], "sequences": [], "excluded_tables": []
+        }))
+        .unwrap();
+        for (schema, name) in tables {
+            m.tables.push(
+                serde_json::from_value(serde_json::json!({
+                    "schema": schema, "name": name, "key": "u/data/0001.copy.zst", "sha256": "",
+                    "size": 0, "raw_size": 0, "rows": 0, "content_hash": "", "columns": [],
+                    "primary_key": []
+                }))
+                .unwrap(),
+            );
+        }
+        m
+    }
+
+    const TOC: &str = ";
+; Archive created at 2026-01-01
+;
+215; 1259 16390 TABLE public core_users postgres
+216; 1259 16391 TABLE public my table postgres
+3350; 0 0 COMMENT public TABLE core_users postgres
+3351; 0 0 ACL public TABLE core_users postgres
+217; 1259 16392 SEQUENCE public root_users_id_seq postgres
+218; 2604 16393 DEFAULT public core_users id postgres
+";
+
+    #[test]
+    fn comments_grants_and_sequences_are_not_tables_and_names_may_hold_spaces() {
+        let m = manifest(&[("public", "core_users"), ("public", "my table")]);
+        assert!(schema_tables_match(TOC, &m).is_ok());
+    }
+
+    #[test]
+    fn a_table_on_either_side_only_is_a_mismatch_naming_it() {
+        let missing = manifest(&[("public", "core_users")]);
+        let err = schema_tables_match(TOC, &missing).unwrap_err().to_string();
+        assert!(err.contains("my table"), "{err}");
+        let extra = manifest(&[
+            ("public", "core_users"),
+            ("public", "my table"),
+            ("public", "core_roles"),
+        ]);
+        let err = schema_tables_match(TOC, &extra).unwrap_err().to_string();
+        assert!(
+            err.contains("public.core_roles has a data file but no table"),
+            "{err}"
+        );
     }
 }
