@@ -102,12 +102,15 @@ pub struct Sequence {
     /// lost their ownership and are reached only this way. Integer columns only: their maximum
     /// is what a restore must keep the sequence above. Sorted, without duplicates.
     pub used_by: Vec<(TableRef, String)>,
+    /// Every catalog table with a column of any type that draws from it (a text default such as
+    /// `'INV-' || nextval('…')` too): a backup of the table needs the sequence. Sorted.
+    pub tables: Vec<TableRef>,
 }
 
 impl Sequence {
     /// Whether a column of `table` draws from this sequence.
     pub fn feeds(&self, table: &TableRef) -> bool {
-        self.used_by.iter().any(|(t, _)| t == table)
+        self.tables.contains(table)
     }
 }
 
@@ -331,6 +334,7 @@ impl Catalog {
                 sequence: key,
                 owned_by: None,
                 used_by: Vec::new(),
+                tables: Vec::new(),
             });
             let (Some(s), Some(t), Some(c)) = (row.tschema, row.table, row.column) else {
                 continue;
@@ -339,10 +343,13 @@ impl Catalog {
             if row.owner == Some(true) {
                 seq.owned_by = Some(user.clone());
             }
-            if row.integer == Some(true)
-                && tables.contains_key(&user.0)
-                && !seq.used_by.contains(&user)
-            {
+            if !tables.contains_key(&user.0) {
+                continue;
+            }
+            if !seq.tables.contains(&user.0) {
+                seq.tables.push(user.0.clone());
+            }
+            if row.integer == Some(true) && !seq.used_by.contains(&user) {
                 seq.used_by.push(user);
             }
         }
@@ -350,6 +357,7 @@ impl Catalog {
             .into_values()
             .map(|mut s| {
                 s.used_by.sort();
+                s.tables.sort();
                 s
             })
             .collect();
@@ -369,6 +377,7 @@ impl Catalog {
             .retain(|fk| !skip.contains(&fk.table) && !skip.contains(&fk.referenced));
         for seq in &mut self.sequences {
             seq.used_by.retain(|(t, _)| !skip.contains(t));
+            seq.tables.retain(|t| !skip.contains(t));
         }
         self
     }

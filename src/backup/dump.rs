@@ -44,7 +44,8 @@ pub(super) async fn dump(
     let server = server_info(snapshot.connection()).await?;
     let pg_dump_version = pg_dump_version(state).await?;
 
-    let schema = dump_schema(state, validated, &snapshot.info.snapshot_id).await?;
+    let others = relations_outside(snapshot.connection(), validated).await?;
+    let schema = dump_schema(state, validated, &snapshot.info.snapshot_id, &others).await?;
     let mut entries = dump_tables(state, validated, &snapshot, progress).await?;
     entries.sort_by(|a, b| a.key.cmp(&b.key));
     let sequences = read_sequences(snapshot.connection(), &validated.selection.sequences).await?;
@@ -246,38 +247,65 @@ fn literal_pattern(t: &TableRef) -> String {
     format!("{}.{}", quote_ident(&t.schema), quote_ident(&t.name))
 }
 
-fn pg_dump_args(validated: &ValidatedSpec, snapshot_id: &str) -> Vec<String> {
+/// What the schema archive leaves out. A whole-database backup: our own tables. Any other
+/// scope: every relation (table, view, sequence, …) that is neither a selected table nor a
+/// sequence a selected table draws from. Excluding rather than listing (`--table`) keeps
+/// everything the selected tables need that `--table` would drop: their schemas, types and
+/// domains, functions their defaults and triggers call, and the sequences they use only
+/// through `DEFAULT nextval(…)`.
+fn pg_dump_args(validated: &ValidatedSpec, snapshot_id: &str, others: &[TableRef]) -> Vec<String> {
     let mut args = vec![
         "--format=custom".to_owned(),
         "--schema-only".to_owned(),
         "--no-sync".to_owned(),
         format!("--snapshot={snapshot_id}"),
     ];
-    if validated.spec.scope == BackupScope::All {
-        let own = super::selection::own_tables(&validated.catalog);
-        args.extend(
-            own.iter()
-                .map(|t| format!("--exclude-table={}", literal_pattern(t))),
-        );
+    let excluded = if validated.spec.scope == BackupScope::All {
+        super::selection::own_tables(&validated.catalog)
     } else {
-        args.extend(
-            validated
-                .selection
-                .tables
-                .iter()
-                .map(|t| format!("--table={}", literal_pattern(&t.table.table))),
-        );
-        // `--table` brings a table's owned and identity sequences, but not one it only uses
-        // through `DEFAULT nextval(…)`; without it the default fails to restore.
-        args.extend(
-            validated
-                .selection
-                .sequences
-                .iter()
-                .map(|s| format!("--table={}", literal_pattern(&s.sequence))),
-        );
-    }
+        others.to_vec()
+    };
+    args.extend(
+        excluded
+            .iter()
+            .map(|t| format!("--exclude-table={}", literal_pattern(t))),
+    );
     args
+}
+
+/// Every relation of the snapshot that a table or tenant backup's schema must leave out (see
+/// [`pg_dump_args`]), read on the coordinator so it is exactly what `pg_dump` sees.
+async fn relations_outside(
+    conn: &mut PgConnection,
+    validated: &ValidatedSpec,
+) -> Result<Vec<TableRef>, BackupError> {
+    if validated.spec.scope == BackupScope::All {
+        return Ok(Vec::new());
+    }
+    // language=PostgreSQL
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT n.nspname::text, c.relname::text FROM pg_class c
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+           AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+         ORDER BY 1, 2",
+    )
+    .fetch_all(conn)
+    .await
+    .map_err(BackupError::db("listing relations"))?;
+    let keep: Vec<&TableRef> = validated
+        .selection
+        .tables
+        .iter()
+        .map(|t| &t.table.table)
+        .chain(validated.selection.sequences.iter().map(|s| &s.sequence))
+        .collect();
+    Ok(rows
+        .into_iter()
+        .map(|(schema, name)| TableRef::new(&schema, &name))
+        .filter(|t| !keep.contains(&t))
+        .collect())
 }
 
 /// Streams `pg_dump`'s archive into `<uuid>/schema.dump`. The password reaches `pg_dump`
@@ -287,6 +315,7 @@ async fn dump_schema(
     state: &AppState,
     validated: &ValidatedSpec,
     snapshot_id: &str,
+    others: &[TableRef],
 ) -> Result<artifact::ObjectEntry, BackupError> {
     let key = artifact::prefix(&validated.spec.uuid)
         .and_then(|p| p.join(SCHEMA_FILE))
@@ -296,7 +325,7 @@ async fn dump_schema(
         state.bins.program("pg_dump"),
         state.settings.backup.step_timeout,
     )
-    .args(pg_dump_args(validated, snapshot_id))
+    .args(pg_dump_args(validated, snapshot_id, others))
     .envs(state.conn.child_env(passfile.as_ref()))
     .piped_stdout()
     .spawn()?;

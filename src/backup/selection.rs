@@ -40,13 +40,13 @@ fn sequences_for(catalog: &Catalog, tables: &[SelectedTable], whole: bool) -> Ve
         .sequences
         .iter()
         .filter(|seq| {
-            if seq.used_by.is_empty() {
+            if seq.tables.is_empty() {
                 match &seq.owned_by {
                     Some((owner, _)) => selected(owner),
                     None => whole,
                 }
             } else {
-                seq.used_by.iter().any(|(t, _)| selected(t))
+                seq.tables.iter().any(selected)
             }
         })
         .cloned()

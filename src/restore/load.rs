@@ -46,7 +46,7 @@ pub(super) async fn fresh(
     }
     let schema = SchemaFile::materialize(state.storage.as_ref(), &manifest.schema).await?;
     let started = std::time::Instant::now();
-    if manifest.scope != "all" {
+    if manifest.format == crate::artifact::FORMAT_V1 && manifest.scope != "all" {
         create_schemas(target, manifest).await?;
     }
     pg_restore(state, target, &schema, "pre-data", 1, None).await?;
@@ -162,8 +162,9 @@ pub(super) async fn verify_parallel(
     Ok(checks.into_iter().map(|(_, check)| check).collect())
 }
 
-/// `pg_dump --table` dumps no `CREATE SCHEMA`: a table or sequence of a backup that is not a
-/// whole-database one, outside `public`, needs its schema created first.
+/// Format 1 table and tenant backups were dumped with `pg_dump --table`, which writes no
+/// `CREATE SCHEMA`: a table or sequence outside `public` needs its schema created first.
+/// (Format 2 schema archives exclude the other relations instead and keep the schemas.)
 async fn create_schemas(target: &ConnInfo, manifest: &Manifest) -> Result<(), RestoreError> {
     let mut schemas: Vec<&str> = manifest
         .tables
@@ -471,7 +472,7 @@ async fn advance_sequences(
     tables: &[TableRef],
 ) -> Result<(), RestoreError> {
     for seq in &live.sequences {
-        if !seq.used_by.iter().any(|(t, _)| tables.contains(t)) {
+        if !seq.tables.iter().any(|t| tables.contains(t)) {
             continue;
         }
         let backup = manifest

@@ -28,6 +28,10 @@ pub const DRAWS: &[(&str, &str, &str)] = &[
     ("public.apps_invoices_id_seq", "apps_invoices", "id"),
 ];
 
+/// Sequences a text column draws from (`'INV-' || nextval(…)`): part of the schema, but there
+/// is no maximum to keep them above.
+pub const TEXT_DRAWS: &[(&str, &str)] = &[("public.root_invoice_code_seq", "apps_invoices")];
+
 /// The fixture's tables.
 pub const TABLES: &[&str] = &[
     "infra_tenants",
@@ -94,6 +98,12 @@ pub fn sequences_of(tables: &[&str]) -> Vec<&'static str> {
         .iter()
         .filter(|(_, t, _)| tables.contains(t))
         .map(|(s, _, _)| *s)
+        .chain(
+            TEXT_DRAWS
+                .iter()
+                .filter(|(_, t)| tables.contains(t))
+                .map(|(s, _)| *s),
+        )
         .collect();
     out.sort_unstable();
     out.dedup();

@@ -259,6 +259,16 @@ async fn the_catalog_finds_every_sequence_a_column_draws_from_renamed_shared_and
         .expect("core_users' sequence");
     assert_eq!(seq.sequence.name, "root_users_id_seq");
     assert!(seq.owned_by.is_none(), "renamed sequences have no owner");
+    let code = catalog
+        .sequences
+        .iter()
+        .find(|s| s.sequence.name == "root_invoice_code_seq")
+        .unwrap();
+    assert_eq!(code.tables, vec![TableRef::new("public", "apps_invoices")]);
+    assert!(
+        code.used_by.is_empty(),
+        "a text column has no maximum to compare"
+    );
 }
 
 #[tokio::test]
