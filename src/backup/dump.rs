@@ -1,5 +1,6 @@
-//! The dump pipeline: snapshot → schema (`pg_dump`) → table data (parallel COPY workers) →
-//! sequences → manifest. Everything runs inside one exported snapshot.
+//! The dump pipeline: locks and snapshot → consistency check ([`super::consistency`]) →
+//! schema ([`super::schema`], `pg_dump`) → table data (parallel COPY workers) → sequences →
+//! manifest. Everything runs inside one exported snapshot.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -11,13 +12,11 @@ use tokio::task::JoinSet;
 use super::selection::SelectedTable;
 use super::{BackupError, BackupOutcome, ValidatedSpec};
 use crate::artifact::{
-    self, copy_select, CompressionEntry, Manifest, Progress, SequenceEntry, SequenceOwner,
-    TableEntry, WriteError, FORMAT, MANIFEST_FILE, SCHEMA_FILE,
+    self, copy_select, CompressionEntry, Manifest, OwnershipPlan, Progress, SequenceEntry,
+    SequenceOwner, TableEntry, WriteError, FORMAT, MANIFEST_FILE,
 };
-use crate::artifact::{ExcludedTable, OwnershipPlan};
-use crate::backup::BackupScope;
-use crate::catalog::{Catalog, Sequence, TableRef};
-use crate::pg::{quote_ident, PgCommand};
+use crate::catalog::{Sequence, TableRef};
+use crate::pg::PgCommand;
 use crate::snapshot::Snapshot;
 use crate::startup::AppState;
 use crate::storage::{ObjectKey, Storage};
@@ -39,13 +38,14 @@ pub(super) async fn dump(
     let tables = validated.selection.table_refs();
     let mut snapshot = Snapshot::export(&state.conn, &tables)
         .await
-        .map_err(snapshot_error)?;
-    ensure_unchanged(state, validated).await?;
+        .map_err(super::consistency::snapshot_error)?;
+    super::consistency::ensure_unchanged(state, validated).await?;
     let server = server_info(snapshot.connection()).await?;
     let pg_dump_version = pg_dump_version(state).await?;
 
-    let others = relations_outside(snapshot.connection(), validated).await?;
-    let schema = dump_schema(state, validated, &snapshot.info.snapshot_id, &others).await?;
+    let others = super::schema::relations_outside(snapshot.connection(), validated).await?;
+    let schema =
+        super::schema::dump_schema(state, validated, &snapshot.info.snapshot_id, &others).await?;
     let mut entries = dump_tables(state, validated, &snapshot, progress).await?;
     entries.sort_by(|a, b| a.key.cmp(&b.key));
     let sequences = read_sequences(snapshot.connection(), &validated.selection.sequences).await?;
@@ -75,7 +75,7 @@ pub(super) async fn dump(
         schema,
         tables: entries,
         sequences,
-        excluded_tables: excluded_tables(state, validated).await?,
+        excluded_tables: super::schema::excluded_tables(state, validated).await?,
         ownership: ownership_plan(validated, &tables),
     };
     let key = artifact::prefix(uuid)
@@ -97,36 +97,6 @@ pub(super) async fn dump(
     })
 }
 
-/// The selection's exclusions, plus for a whole-database backup every partition: `pg_dump`
-/// writes a partition's table, but its rows are copied through the partitioned parent, so
-/// verification must know why it has no data file of its own.
-async fn excluded_tables(
-    state: &AppState,
-    validated: &ValidatedSpec,
-) -> Result<Vec<ExcludedTable>, BackupError> {
-    let mut out = validated.selection.excluded.clone();
-    if validated.spec.scope != BackupScope::All {
-        return Ok(out);
-    }
-    // language=PostgreSQL
-    let partitions: Vec<(String, String)> = sqlx::query_as(
-        "SELECT n.nspname::text, c.relname::text FROM pg_class c
-         JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE c.relispartition AND c.relkind IN ('r', 'p')
-           AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-         ORDER BY 1, 2",
-    )
-    .fetch_all(&state.pool)
-    .await
-    .map_err(BackupError::db("listing partitions"))?;
-    out.extend(partitions.into_iter().map(|(schema, name)| ExcludedTable {
-        schema,
-        name,
-        reason: "partition: its rows are copied through its partitioned parent".to_owned(),
-    }));
-    Ok(out)
-}
-
 /// The typed ownership plan of a tenant-filtered backup: the rules of its tables and of every
 /// table their foreign-key paths reach.
 fn ownership_plan(validated: &ValidatedSpec, tables: &[TableRef]) -> Option<OwnershipPlan> {
@@ -134,73 +104,6 @@ fn ownership_plan(validated: &ValidatedSpec, tables: &[TableRef]) -> Option<Owne
     let own = super::selection::own_tables(&validated.catalog);
     let plan = TenantPlan::build(&validated.catalog, tenant, &own);
     Some(plan.ownership().restricted_to(tables))
-}
-
-/// A table that vanished before it could be locked is a schema change (retriable), not a
-/// database failure.
-fn snapshot_error(e: sqlx::Error) -> BackupError {
-    match e.as_database_error().and_then(|d| d.code()).as_deref() {
-        Some("42P01") => BackupError::SchemaChanged(format!(
-            "a selected table was dropped before it could be locked: {e}"
-        )),
-        _ => BackupError::Database {
-            context: "locking the tables and exporting the snapshot",
-            source: e,
-        },
-    }
-}
-
-/// What the backup will contain must still be what validation chose, now that the tables are
-/// locked and the snapshot taken: the same tables (none created or dropped in between, which
-/// for a whole-database or tenant backup would change the set, and would put a table in the
-/// schema dump without a data file), with the same columns and the same sequences. The
-/// selection is recomputed from the catalog as it is now and compared; a difference refuses
-/// the backup with a retriable error (the retry validates afresh).
-async fn ensure_unchanged(state: &AppState, validated: &ValidatedSpec) -> Result<(), BackupError> {
-    let now = Catalog::load(&state.pool)
-        .await
-        .map_err(BackupError::db("re-reading the catalog"))?;
-    let again = super::selection::select(&now, &validated.spec).map_err(|e| {
-        BackupError::SchemaChanged(format!("the selection no longer validates: {e}"))
-    })?;
-    let shape = |s: &super::Selection| {
-        let tables: Vec<_> = s
-            .tables
-            .iter()
-            .map(|t| {
-                (
-                    t.table.table.clone(),
-                    t.table.columns.clone(),
-                    t.predicate.clone(),
-                )
-            })
-            .collect();
-        let sequences: Vec<_> = s.sequences.iter().map(|q| q.sequence.clone()).collect();
-        (tables, sequences)
-    };
-    let (before, after) = (shape(&validated.selection), shape(&again));
-    if before == after {
-        return Ok(());
-    }
-    let names = |v: &[(TableRef, Vec<crate::catalog::Column>, Option<String>)]| {
-        v.iter().map(|t| t.0.clone()).collect::<Vec<_>>()
-    };
-    let (b, a) = (names(&before.0), names(&after.0));
-    let mut changes: Vec<String> = Vec::new();
-    changes.extend(
-        a.iter()
-            .filter(|t| !b.contains(t))
-            .map(|t| format!("{t} appeared")),
-    );
-    changes.extend(
-        b.iter()
-            .filter(|t| !a.contains(t))
-            .map(|t| format!("{t} was dropped")),
-    );
-    if changes.is_empty() {
-        changes.push("columns, foreign keys or sequences of the selected tables changed".into());
-    }
-    Err(BackupError::SchemaChanged(changes.join(", ")))
 }
 
 struct ServerInfo {
@@ -240,107 +143,6 @@ async fn pg_dump_version(state: &AppState) -> Result<String, BackupError> {
     .output()
     .await?;
     Ok(String::from_utf8_lossy(&out).trim().to_owned())
-}
-
-/// `pg_dump -t` takes a pattern; a double-quoted part matches literally (`""` is a quote).
-fn literal_pattern(t: &TableRef) -> String {
-    format!("{}.{}", quote_ident(&t.schema), quote_ident(&t.name))
-}
-
-/// What the schema archive leaves out. A whole-database backup: our own tables. Any other
-/// scope: every relation (table, view, sequence, …) that is neither a selected table nor a
-/// sequence a selected table draws from. Excluding rather than listing (`--table`) keeps
-/// everything the selected tables need that `--table` would drop: their schemas, types and
-/// domains, functions their defaults and triggers call, and the sequences they use only
-/// through `DEFAULT nextval(…)`.
-fn pg_dump_args(validated: &ValidatedSpec, snapshot_id: &str, others: &[TableRef]) -> Vec<String> {
-    let mut args = vec![
-        "--format=custom".to_owned(),
-        "--schema-only".to_owned(),
-        "--no-sync".to_owned(),
-        format!("--snapshot={snapshot_id}"),
-    ];
-    let excluded = if validated.spec.scope == BackupScope::All {
-        super::selection::own_tables(&validated.catalog)
-    } else {
-        others.to_vec()
-    };
-    args.extend(
-        excluded
-            .iter()
-            .map(|t| format!("--exclude-table={}", literal_pattern(t))),
-    );
-    args
-}
-
-/// Every relation of the snapshot that a table or tenant backup's schema must leave out (see
-/// [`pg_dump_args`]), read on the coordinator so it is exactly what `pg_dump` sees.
-async fn relations_outside(
-    conn: &mut PgConnection,
-    validated: &ValidatedSpec,
-) -> Result<Vec<TableRef>, BackupError> {
-    if validated.spec.scope == BackupScope::All {
-        return Ok(Vec::new());
-    }
-    // language=PostgreSQL
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT n.nspname::text, c.relname::text FROM pg_class c
-         JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
-           AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-           AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
-         ORDER BY 1, 2",
-    )
-    .fetch_all(conn)
-    .await
-    .map_err(BackupError::db("listing relations"))?;
-    let keep: Vec<&TableRef> = validated
-        .selection
-        .tables
-        .iter()
-        .map(|t| &t.table.table)
-        .chain(validated.selection.sequences.iter().map(|s| &s.sequence))
-        .collect();
-    Ok(rows
-        .into_iter()
-        .map(|(schema, name)| TableRef::new(&schema, &name))
-        .filter(|t| !keep.contains(&t))
-        .collect())
-}
-
-/// Streams `pg_dump`'s archive into `<uuid>/schema.dump`. The password reaches `pg_dump`
-/// through a private password file only.
-#[tracing::instrument(skip_all)]
-async fn dump_schema(
-    state: &AppState,
-    validated: &ValidatedSpec,
-    snapshot_id: &str,
-    others: &[TableRef],
-) -> Result<artifact::ObjectEntry, BackupError> {
-    let key = artifact::prefix(&validated.spec.uuid)
-        .and_then(|p| p.join(SCHEMA_FILE))
-        .map_err(|e| BackupError::Invalid(e.to_string()))?;
-    let passfile = state.conn.passfile().map_err(BackupError::storage)?;
-    let mut running = PgCommand::new(
-        state.bins.program("pg_dump"),
-        state.settings.backup.step_timeout,
-    )
-    .args(pg_dump_args(validated, snapshot_id, others))
-    .envs(state.conn.child_env(passfile.as_ref()))
-    .piped_stdout()
-    .spawn()?;
-    let stdout = running.take_stdout();
-    match artifact::write_schema(state.storage.as_ref(), &key, stdout).await {
-        Ok(written) => {
-            // The exit status decides: a killed pg_dump also ends its stdout cleanly.
-            running.wait().await?;
-            Ok(written.entry)
-        }
-        Err(e) => {
-            running.kill().await;
-            Err(BackupError::storage(e))
-        }
-    }
 }
 
 /// Copies every selected table with `BACKUP_JOBS` workers on the snapshot, biggest tables
