@@ -91,11 +91,27 @@ impl Table {
     }
 }
 
-/// A sequence, and the column it feeds (serial or identity) when there is one.
+/// A sequence and every column that draws from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sequence {
     pub sequence: TableRef,
+    /// The column the sequence belongs to (`OWNED BY`, serial or identity), if any.
     pub owned_by: Option<(TableRef, String)>,
+    /// Every column of a catalog table that takes values from it: the owner, and any column
+    /// whose default calls `nextval` on it. RiverEdge's renamed `root_*_id_seq` sequences have
+    /// lost their ownership and are reached only this way. Integer columns only: their maximum
+    /// is what a restore must keep the sequence above. Sorted, without duplicates.
+    pub used_by: Vec<(TableRef, String)>,
+    /// Every catalog table with a column of any type that draws from it (a text default such as
+    /// `'INV-' || nextval('…')` too): a backup of the table needs the sequence. Sorted.
+    pub tables: Vec<TableRef>,
+}
+
+impl Sequence {
+    /// Whether a column of `table` draws from this sequence.
+    pub fn feeds(&self, table: &TableRef) -> bool {
+        self.tables.contains(table)
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -143,7 +159,7 @@ struct ForeignKeyRow {
     deferrable: bool,
 }
 
-/// One sequence and the column that owns it, if any.
+/// One sequence and one column that uses it (owner or `nextval` default), if any.
 #[derive(sqlx::FromRow)]
 struct SequenceRow {
     schema: String,
@@ -151,6 +167,10 @@ struct SequenceRow {
     tschema: Option<String>,
     table: Option<String>,
     column: Option<String>,
+    /// The row comes from `OWNED BY`/identity (`pg_depend` 'a'/'i'), not from a default.
+    owner: Option<bool>,
+    /// The column is of an integer type (a restore can compare its maximum with the sequence).
+    integer: Option<bool>,
 }
 
 /// Schemas that never hold application data.
@@ -275,39 +295,71 @@ impl Catalog {
             )
             .collect();
 
+        // Ownership and identity are `pg_depend` entries of the sequence on the column ('a',
+        // 'i'); a column default that calls `nextval('seq')` depends on the sequence through
+        // its `pg_attrdef` row ('n'). The second half finds the columns that only use the
+        // sequence that way, in any schema, without parsing the default's text.
         // language=PostgreSQL
         let seq_rows: Vec<SequenceRow> = sqlx::query_as(&format!(
-            "SELECT n.nspname::text AS schema, s.relname::text AS name, tn.nspname::text AS tschema,
-                    t.relname::text AS table, a.attname::text AS column
+            "WITH users AS (
+                 SELECT d.objid AS seq, d.refobjid AS rel, d.refobjsubid AS attnum, true AS owner
+                 FROM pg_depend d
+                 WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+                   AND d.deptype IN ('a', 'i') AND d.refobjsubid > 0
+                 UNION
+                 SELECT d.refobjid, ad.adrelid, ad.adnum, false
+                 FROM pg_depend d
+                 JOIN pg_attrdef ad ON ad.oid = d.objid
+                 WHERE d.classid = 'pg_attrdef'::regclass AND d.refclassid = 'pg_class'::regclass
+                   AND d.deptype = 'n'
+             )
+             SELECT n.nspname::text AS schema, s.relname::text AS name, tn.nspname::text AS tschema,
+                    t.relname::text AS table, a.attname::text AS column, u.owner,
+                    a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype, 'numeric'::regtype) AS integer
              FROM pg_class s
              JOIN pg_namespace n ON n.oid = s.relnamespace
-             LEFT JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = s.oid
-                  AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
-             LEFT JOIN pg_class t ON t.oid = d.refobjid
+             LEFT JOIN users u ON u.seq = s.oid
+             LEFT JOIN pg_class t ON t.oid = u.rel
              LEFT JOIN pg_namespace tn ON tn.oid = t.relnamespace
-             LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid
+             LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = u.attnum AND NOT a.attisdropped
              WHERE s.relkind = 'S' AND {USER_SCHEMAS}
-             ORDER BY n.nspname, s.relname"
+             ORDER BY n.nspname, s.relname, tn.nspname, t.relname, a.attname"
         ))
         .fetch_all(conn)
         .await?;
-        let sequences = seq_rows
-            .into_iter()
-            .map(
-                |SequenceRow {
-                     schema,
-                     name,
-                     tschema,
-                     table,
-                     column,
-                 }| Sequence {
-                    sequence: TableRef::new(&schema, &name),
-                    owned_by: match (tschema, table, column) {
-                        (Some(s), Some(t), Some(c)) => Some((TableRef::new(&s, &t), c)),
-                        _ => None,
-                    },
-                },
-            )
+        let mut by_name: BTreeMap<TableRef, Sequence> = BTreeMap::new();
+        for row in seq_rows {
+            let key = TableRef::new(&row.schema, &row.name);
+            let seq = by_name.entry(key.clone()).or_insert_with(|| Sequence {
+                sequence: key,
+                owned_by: None,
+                used_by: Vec::new(),
+                tables: Vec::new(),
+            });
+            let (Some(s), Some(t), Some(c)) = (row.tschema, row.table, row.column) else {
+                continue;
+            };
+            let user = (TableRef::new(&s, &t), c);
+            if row.owner == Some(true) {
+                seq.owned_by = Some(user.clone());
+            }
+            if !tables.contains_key(&user.0) {
+                continue;
+            }
+            if !seq.tables.contains(&user.0) {
+                seq.tables.push(user.0.clone());
+            }
+            if row.integer == Some(true) && !seq.used_by.contains(&user) {
+                seq.used_by.push(user);
+            }
+        }
+        let sequences = by_name
+            .into_values()
+            .map(|mut s| {
+                s.used_by.sort();
+                s.tables.sort();
+                s
+            })
             .collect();
 
         Ok(Self {
@@ -323,6 +375,10 @@ impl Catalog {
         self.tables.retain(|t, _| !skip.contains(t));
         self.foreign_keys
             .retain(|fk| !skip.contains(&fk.table) && !skip.contains(&fk.referenced));
+        for seq in &mut self.sequences {
+            seq.used_by.retain(|(t, _)| !skip.contains(t));
+            seq.tables.retain(|t| !skip.contains(t));
+        }
         self
     }
 
@@ -346,11 +402,9 @@ impl Catalog {
             .filter(move |fk| &fk.referenced == t)
     }
 
-    /// Sequences feeding columns of `t`.
+    /// Sequences feeding columns of `t` (owned, identity, or through a `nextval` default).
     pub fn sequences_of<'a>(&'a self, t: &'a TableRef) -> impl Iterator<Item = &'a Sequence> + 'a {
-        self.sequences
-            .iter()
-            .filter(move |s| s.owned_by.as_ref().is_some_and(|(table, _)| table == t))
+        self.sequences.iter().filter(move |s| s.feeds(t))
     }
 
     /// Resolves a user-supplied `table` or `schema.table` to a table of this catalog.

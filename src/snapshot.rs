@@ -1,11 +1,19 @@
 //! One consistent view of the database for a whole backup.
 //!
-//! A coordinator connection opens a `REPEATABLE READ READ ONLY` transaction, exports its
-//! snapshot and stays open until the dump ends (the snapshot dies with it). It takes
-//! `ACCESS SHARE` locks on the selected tables, so a concurrent `DROP`/`ALTER` waits for the
-//! backup instead of breaking it, with a `lock_timeout` so the backup does not queue behind a
-//! long `ACCESS EXCLUSIVE` holder forever. Workers import the snapshot (`pg_dump --snapshot` and
-//! our COPY connections), so every file sees the same committed state.
+//! A coordinator connection opens a `REPEATABLE READ READ ONLY` transaction, takes
+//! `ACCESS SHARE` locks on the selected tables, and only then exports its snapshot; it stays
+//! open until the dump ends (the snapshot dies with it). Workers import the snapshot
+//! (`pg_dump --snapshot` and our COPY connections), so every file sees the same committed state.
+//!
+//! The order matters. A REPEATABLE READ transaction's snapshot is taken by its first query
+//! (`SELECT`, DML), not by `BEGIN`, `SET` or `LOCK TABLE` (PostgreSQL's `LOCK` documentation
+//! says exactly this). So the locks are granted first and the snapshot is taken after them: a
+//! `TRUNCATE` or `ALTER` (which need `ACCESS EXCLUSIVE`) either committed before the locks
+//! were granted, and the snapshot sees its result, or waits for the backup to end. Exporting
+//! first would let a `TRUNCATE` commit in between, and since `TRUNCATE` is not MVCC-safe the
+//! backup would see the table empty. A `lock_timeout` keeps the backup from queueing forever
+//! behind a long `ACCESS EXCLUSIVE` holder. Only utility statements run before the export,
+//! over the simple query protocol.
 
 use std::time::Duration;
 
@@ -26,37 +34,35 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Opens the coordinator, exports its snapshot and locks `tables` in `ACCESS SHARE` mode.
+    /// Opens the coordinator, locks `tables` in `ACCESS SHARE` mode, then exports its snapshot.
     ///
     /// # Errors
     /// Connection or query failures, including a lock that was not granted within
-    /// [`LOCK_TIMEOUT`].
+    /// [`LOCK_TIMEOUT`] and a table that no longer exists.
     #[tracing::instrument(skip_all, fields(tables = tables.len()))]
     pub async fn export(conn: &ConnInfo, tables: &[TableRef]) -> Result<Self, sqlx::Error> {
         let mut coordinator = PgConnection::connect_with(&conn.connect_options()).await?;
-        sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .execute(&mut coordinator)
-            .await?;
-        let (snapshot_id, xmin, system_identifier): (String, String, String) = sqlx::query_as(
-            "SELECT pg_export_snapshot(), pg_snapshot_xmin(pg_current_snapshot())::text,
-                    (SELECT system_identifier::text FROM pg_control_system())",
-        )
-        .fetch_one(&mut coordinator)
-        .await?;
-        let lock_timeout = format!("{}ms", LOCK_TIMEOUT.as_millis());
-        sqlx::query("SELECT set_config('lock_timeout', $1, true)")
-            .bind(&lock_timeout)
-            .execute(&mut coordinator)
-            .await?;
+        // No statement here may take the snapshot: BEGIN, SET and LOCK only (see the module
+        // documentation), sent as simple queries so no parameter binding runs a query first.
+        let mut setup = format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL lock_timeout = '{}ms';",
+            LOCK_TIMEOUT.as_millis()
+        );
         for chunk in tables.chunks(100) {
             let list = chunk
                 .iter()
                 .map(TableRef::quoted)
                 .collect::<Vec<_>>()
                 .join(", ");
-            let lock = format!("LOCK TABLE {list} IN ACCESS SHARE MODE");
-            sqlx::query(&lock).execute(&mut coordinator).await?;
+            setup.push_str(&format!(" LOCK TABLE {list} IN ACCESS SHARE MODE;"));
         }
+        crate::pg::execute(&mut coordinator, &setup).await?;
+        let (snapshot_id, xmin, system_identifier): (String, String, String) = sqlx::query_as(
+            "SELECT pg_export_snapshot(), pg_snapshot_xmin(pg_current_snapshot())::text,
+                    (SELECT system_identifier::text FROM pg_control_system())",
+        )
+        .fetch_one(&mut coordinator)
+        .await?;
         let info = SnapshotEntry {
             snapshot_id,
             xmin,

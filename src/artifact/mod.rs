@@ -1,4 +1,4 @@
-//! The artifact format `riveredge-backup/1` (docs/design.md): manifest types, the streaming table
+//! The artifact format `riveredge-backup/2` (docs/design.md): manifest types, the streaming table
 //! writer, the verifying reader, the row hasher and the full verification of a stored backup.
 //!
 //! Every byte written is hashed on the way (sha256 of what is stored, xxh3 of every row of what
@@ -7,6 +7,7 @@
 //! stream (a `COPY … FROM STDIN` then fails and its transaction rolls back).
 
 mod hash;
+mod plan;
 mod reader;
 mod verify;
 mod writer;
@@ -20,6 +21,7 @@ use crate::storage::{InvalidKey, ObjectKey};
 pub use hash::{
     copy_select, hash_query, set_session_settings, RowDigest, RowHasher, SESSION_SETTINGS,
 };
+pub use plan::{OwnedTableEntry, OwnershipLink, OwnershipPlan, OwnershipRule};
 pub use reader::{open_table, read_manifest};
 pub use verify::{verify, SchemaFile, VerifyReport};
 pub use writer::{
@@ -27,8 +29,18 @@ pub use writer::{
     WrittenTable,
 };
 
-/// The value of [`Manifest::format`]; readers refuse anything else.
-pub const FORMAT: &str = "riveredge-backup/1";
+/// The value of [`Manifest::format`] this version writes. Version 2 added the typed ownership
+/// plan ([`Manifest::ownership`], replacing per-table SQL predicates) and the columns that
+/// draw from each sequence ([`SequenceEntry::used_by`]).
+pub const FORMAT: &str = "riveredge-backup/2";
+/// The previous format, still read: its tenant artifacts carry SQL predicates, which a tenant
+/// restore accepts only when the live schema generates exactly the same text.
+pub const FORMAT_V1: &str = "riveredge-backup/1";
+
+/// Whether this version can read manifests of `format`.
+pub fn is_readable_format(format: &str) -> bool {
+    format == FORMAT || format == FORMAT_V1
+}
 /// Key of the schema dump inside a backup's prefix.
 pub const SCHEMA_FILE: &str = "schema.dump";
 /// Key of the manifest inside a backup's prefix; it is written last.
@@ -54,6 +66,32 @@ pub struct Manifest {
     pub tables: Vec<TableEntry>,
     pub sequences: Vec<SequenceEntry>,
     pub excluded_tables: Vec<ExcludedTable>,
+    /// Tenant-filtered artifacts (format 2): how every filtered table's rows belong to the
+    /// tenant. `None` for unfiltered backups and format 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ownership: Option<OwnershipPlan>,
+}
+
+impl Manifest {
+    /// The row filter (over alias `t`) a data file was selected with: generated from the typed
+    /// plan (format 2), or the stored text (format 1); `None` for whole tables.
+    pub fn predicate_of(&self, entry: &TableEntry) -> Option<String> {
+        match (&self.ownership, self.tenant_id) {
+            (Some(plan), Some(tenant)) => {
+                crate::tenant::predicate::predicate(plan, tenant, &entry.table_ref(), "t")
+            }
+            _ => entry.predicate.clone(),
+        }
+    }
+
+    /// The `SELECT` whose COPY output `entry`'s file holds (see [`TableEntry::select`]).
+    pub fn select_of(&self, entry: &TableEntry) -> String {
+        copy_select(
+            &entry.table_ref(),
+            &entry.columns,
+            self.predicate_of(entry).as_deref(),
+        )
+    }
 }
 
 /// The exported snapshot every file of the backup was read in.
@@ -100,7 +138,9 @@ pub struct TableEntry {
     /// The copied columns in COPY order, with `format_type()` text.
     pub columns: Vec<Column>,
     pub primary_key: Vec<String>,
-    /// The row filter (over alias `t`) of a tenant-scoped copy; `None` for whole tables.
+    /// Format 1 only: the row filter (over alias `t`) of a tenant-scoped copy as SQL text.
+    /// Format 2 writes `None` and keeps the typed plan in [`Manifest::ownership`] instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicate: Option<String>,
 }
 
@@ -109,10 +149,11 @@ impl TableEntry {
         TableRef::new(&self.schema, &self.name)
     }
 
-    /// The `SELECT` whose COPY output this file holds, with `t` as the table alias: re-running
-    /// it on a restored database must give the same rows and content hash.
-    pub fn select(&self) -> String {
-        copy_select(&self.table_ref(), &self.columns, self.predicate.as_deref())
+    /// The whole table's rows in COPY order: what a database holding only this file's rows
+    /// (a restore into a new database, a drill) must give back. Filtered files are re-read
+    /// in a shared database through [`Manifest::select_of`].
+    pub fn select_all(&self) -> String {
+        copy_select(&self.table_ref(), &self.columns, None)
     }
 }
 
@@ -123,11 +164,29 @@ pub struct SequenceEntry {
     pub last_value: i64,
     pub is_called: bool,
     pub owned_by: Option<SequenceOwner>,
+    /// Every column that draws from the sequence (owner and `nextval`
+    /// defaults): a restore into a live database keeps the sequence above their maximum.
+    /// Empty in format 1 (then only `owned_by` is known).
+    #[serde(default)]
+    pub used_by: Vec<SequenceOwner>,
 }
 
 impl SequenceEntry {
     pub fn sequence_ref(&self) -> TableRef {
         TableRef::new(&self.schema, &self.name)
+    }
+
+    /// The columns drawing from it: `used_by`, or the owner for format 1 manifests.
+    pub fn users(&self) -> Vec<(TableRef, String)> {
+        let users = if self.used_by.is_empty() {
+            self.owned_by.iter().collect::<Vec<_>>()
+        } else {
+            self.used_by.iter().collect()
+        };
+        users
+            .into_iter()
+            .map(|u| (TableRef::new(&u.schema, &u.table), u.column.clone()))
+            .collect()
     }
 }
 
@@ -188,6 +247,8 @@ pub enum ArtifactError {
         listed: String,
         uuid: String,
     },
+    #[error("{key}: the schema dump and the manifest disagree: {detail}")]
+    SchemaMismatch { key: String, detail: String },
     #[error("{key}: pg_restore cannot read the schema dump: {detail}")]
     SchemaUnreadable { key: String, detail: String },
     #[error("{key}: storage error: {source}")]

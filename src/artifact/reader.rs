@@ -17,7 +17,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, BufReader, ReadBuf};
 use tokio_util::io::StreamReader;
 
 use super::hash::RowHasher;
-use super::{prefix, ArtifactError, Manifest, TableEntry, FORMAT, MANIFEST_FILE};
+use super::{
+    is_readable_format, prefix, ArtifactError, Manifest, TableEntry, FORMAT, FORMAT_V1,
+    MANIFEST_FILE,
+};
 use crate::storage::{ObjectKey, ObjectReader, Storage};
 
 /// Decompressed chunks handed out per read; bounded, so memory stays flat.
@@ -206,11 +209,11 @@ pub async fn read_manifest(
             key: name.clone(),
             detail: e.to_string(),
         })?;
-    if manifest.format != FORMAT || manifest.backup_uuid != uuid {
+    if !is_readable_format(&manifest.format) || manifest.backup_uuid != uuid {
         return Err(ArtifactError::InvalidManifest {
             key: name,
             detail: format!(
-                "format {:?} for backup {}, expected {FORMAT} for {uuid}",
+                "format {:?} for backup {}, expected {FORMAT} (or {FORMAT_V1}) for {uuid}",
                 manifest.format, manifest.backup_uuid
             ),
         });

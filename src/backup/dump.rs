@@ -1,5 +1,6 @@
-//! The dump pipeline: snapshot → schema (`pg_dump`) → table data (parallel COPY workers) →
-//! sequences → manifest. Everything runs inside one exported snapshot.
+//! The dump pipeline: locks and snapshot → consistency check ([`super::consistency`]) →
+//! schema ([`super::schema`], `pg_dump`) → table data (parallel COPY workers) → sequences →
+//! manifest. Everything runs inside one exported snapshot.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -11,15 +12,15 @@ use tokio::task::JoinSet;
 use super::selection::SelectedTable;
 use super::{BackupError, BackupOutcome, ValidatedSpec};
 use crate::artifact::{
-    self, copy_select, CompressionEntry, Manifest, Progress, SequenceEntry, SequenceOwner,
-    TableEntry, WriteError, FORMAT, MANIFEST_FILE, SCHEMA_FILE,
+    self, copy_select, CompressionEntry, Manifest, OwnershipPlan, Progress, SequenceEntry,
+    SequenceOwner, TableEntry, WriteError, FORMAT, MANIFEST_FILE,
 };
-use crate::backup::BackupScope;
-use crate::catalog::{Catalog, TableRef};
-use crate::pg::{quote_ident, PgCommand};
+use crate::catalog::{Sequence, TableRef};
+use crate::pg::PgCommand;
 use crate::snapshot::Snapshot;
 use crate::startup::AppState;
 use crate::storage::{ObjectKey, Storage};
+use crate::tenant::TenantPlan;
 
 /// One table waiting for a COPY worker.
 struct Job {
@@ -37,22 +38,17 @@ pub(super) async fn dump(
     let tables = validated.selection.table_refs();
     let mut snapshot = Snapshot::export(&state.conn, &tables)
         .await
-        .map_err(BackupError::db("exporting the snapshot"))?;
-    ensure_unchanged(state, &validated.catalog, &tables).await?;
+        .map_err(super::consistency::snapshot_error)?;
+    super::consistency::ensure_unchanged(state, validated).await?;
     let server = server_info(snapshot.connection()).await?;
     let pg_dump_version = pg_dump_version(state).await?;
 
-    let schema = dump_schema(state, validated, &snapshot.info.snapshot_id).await?;
+    let others = super::schema::relations_outside(snapshot.connection(), validated).await?;
+    let schema =
+        super::schema::dump_schema(state, validated, &snapshot.info.snapshot_id, &others).await?;
     let mut entries = dump_tables(state, validated, &snapshot, progress).await?;
     entries.sort_by(|a, b| a.key.cmp(&b.key));
-    let whole_database = validated.spec.scope == BackupScope::All;
-    let sequences = read_sequences(
-        snapshot.connection(),
-        &validated.catalog,
-        &tables,
-        whole_database,
-    )
-    .await?;
+    let sequences = read_sequences(snapshot.connection(), &validated.selection.sequences).await?;
     let snapshot_info = snapshot.info.clone();
     snapshot
         .release()
@@ -79,7 +75,8 @@ pub(super) async fn dump(
         schema,
         tables: entries,
         sequences,
-        excluded_tables: validated.selection.excluded.clone(),
+        excluded_tables: super::schema::excluded_tables(state, validated).await?,
+        ownership: ownership_plan(validated, &tables),
     };
     let key = artifact::prefix(uuid)
         .and_then(|p| p.join(MANIFEST_FILE))
@@ -100,28 +97,13 @@ pub(super) async fn dump(
     })
 }
 
-/// The columns chosen at validation must still be the columns now that the tables are locked
-/// (a DDL committed in between would otherwise give files that do not match the schema dump).
-async fn ensure_unchanged(
-    state: &AppState,
-    before: &Catalog,
-    tables: &[TableRef],
-) -> Result<(), BackupError> {
-    let now = Catalog::load(&state.pool)
-        .await
-        .map_err(BackupError::db("re-reading the catalog"))?;
-    for t in tables {
-        let same = match (before.table(t), now.table(t)) {
-            (Some(a), Some(b)) => a.columns == b.columns,
-            _ => false,
-        };
-        if !same {
-            return Err(BackupError::SchemaChanged(format!(
-                "{t} was altered or dropped"
-            )));
-        }
-    }
-    Ok(())
+/// The typed ownership plan of a tenant-filtered backup: the rules of its tables and of every
+/// table their foreign-key paths reach.
+fn ownership_plan(validated: &ValidatedSpec, tables: &[TableRef]) -> Option<OwnershipPlan> {
+    let tenant = validated.spec.tenant_id?;
+    let own = super::selection::own_tables(&validated.catalog);
+    let plan = TenantPlan::build(&validated.catalog, tenant, &own);
+    Some(plan.ownership().restricted_to(tables))
 }
 
 struct ServerInfo {
@@ -161,70 +143,6 @@ async fn pg_dump_version(state: &AppState) -> Result<String, BackupError> {
     .output()
     .await?;
     Ok(String::from_utf8_lossy(&out).trim().to_owned())
-}
-
-/// `pg_dump -t` takes a pattern; a double-quoted part matches literally (`""` is a quote).
-fn literal_pattern(t: &TableRef) -> String {
-    format!("{}.{}", quote_ident(&t.schema), quote_ident(&t.name))
-}
-
-fn pg_dump_args(validated: &ValidatedSpec, snapshot_id: &str) -> Vec<String> {
-    let mut args = vec![
-        "--format=custom".to_owned(),
-        "--schema-only".to_owned(),
-        "--no-sync".to_owned(),
-        format!("--snapshot={snapshot_id}"),
-    ];
-    if validated.spec.scope == BackupScope::All {
-        let own = super::selection::own_tables(&validated.catalog);
-        args.extend(
-            own.iter()
-                .map(|t| format!("--exclude-table={}", literal_pattern(t))),
-        );
-    } else {
-        args.extend(
-            validated
-                .selection
-                .tables
-                .iter()
-                .map(|t| format!("--table={}", literal_pattern(&t.table.table))),
-        );
-    }
-    args
-}
-
-/// Streams `pg_dump`'s archive into `<uuid>/schema.dump`. The password reaches `pg_dump`
-/// through a private password file only.
-#[tracing::instrument(skip_all)]
-async fn dump_schema(
-    state: &AppState,
-    validated: &ValidatedSpec,
-    snapshot_id: &str,
-) -> Result<artifact::ObjectEntry, BackupError> {
-    let key = artifact::prefix(&validated.spec.uuid)
-        .and_then(|p| p.join(SCHEMA_FILE))
-        .map_err(|e| BackupError::Invalid(e.to_string()))?;
-    let passfile = state.conn.passfile().map_err(BackupError::storage)?;
-    let mut running = PgCommand::new(
-        state.bins.program("pg_dump"),
-        state.settings.backup.step_timeout,
-    )
-    .args(pg_dump_args(validated, snapshot_id))
-    .envs(state.conn.child_env(passfile.as_ref()))
-    .piped_stdout()
-    .spawn()?;
-    let stdout = running.take_stdout();
-    match artifact::write_schema(state.storage.as_ref(), &key, stdout).await {
-        Ok(written) => {
-            // The exit status decides: a killed pg_dump also ends its stdout cleanly.
-            running.wait().await?;
-            Ok(written.entry)
-        }
-        Err(e) => {
-            running.kill().await;
-            Err(BackupError::storage(e))
-        }
-    }
 }
 
 /// Copies every selected table with `BACKUP_JOBS` workers on the snapshot, biggest tables
@@ -342,27 +260,24 @@ async fn copy_table(
         content_hash: written.digest.content_hash(),
         columns,
         primary_key: table.primary_key.clone(),
-        predicate: job.table.predicate,
+        // Format 2 keeps the typed plan in the manifest instead of SQL text.
+        predicate: None,
     })
 }
 
-/// The sequences feeding the backed-up tables (plus free-standing ones for a whole-database
-/// backup), read after the data so they are never behind the copied ids.
+/// The values of `sequences`, read after the data so they are never behind the copied ids
+/// (sequence reads are not snapshot-isolated), with every column that draws from each.
 async fn read_sequences(
     conn: &mut PgConnection,
-    catalog: &Catalog,
-    tables: &[TableRef],
-    whole_database: bool,
+    sequences: &[Sequence],
 ) -> Result<Vec<SequenceEntry>, BackupError> {
+    let owner = |(t, c): &(TableRef, String)| SequenceOwner {
+        schema: t.schema.clone(),
+        table: t.name.clone(),
+        column: c.clone(),
+    };
     let mut out = Vec::new();
-    for seq in &catalog.sequences {
-        let wanted = match &seq.owned_by {
-            Some((table, _)) => tables.contains(table),
-            None => whole_database,
-        };
-        if !wanted {
-            continue;
-        }
+    for seq in sequences {
         let (last_value, is_called): (i64, bool) = sqlx::query_as(&format!(
             "SELECT last_value, is_called FROM {}",
             seq.sequence.quoted()
@@ -375,11 +290,8 @@ async fn read_sequences(
             name: seq.sequence.name.clone(),
             last_value,
             is_called,
-            owned_by: seq.owned_by.as_ref().map(|(t, c)| SequenceOwner {
-                schema: t.schema.clone(),
-                table: t.name.clone(),
-                column: c.clone(),
-            }),
+            owned_by: seq.owned_by.as_ref().map(owner),
+            used_by: seq.used_by.iter().map(owner).collect(),
         });
     }
     Ok(out)

@@ -4,7 +4,9 @@
 //! Entry points: [`validate`] (cheap, no side effects: for an API or a job's first step),
 //! [`run`] (the dump; on any failure nothing remains under `<uuid>/`) and [`discard`].
 
+mod consistency;
 mod dump;
+mod schema;
 mod selection;
 
 use std::io;

@@ -1,7 +1,7 @@
 //! Which tables (and which of their rows) each scope covers.
 
 use crate::artifact::ExcludedTable;
-use crate::catalog::{Catalog, Table, TableRef};
+use crate::catalog::{Catalog, Sequence, Table, TableRef};
 use crate::db::OWN_TABLES;
 use crate::tenant::TenantPlan;
 
@@ -20,12 +20,37 @@ pub struct SelectedTable {
 pub struct Selection {
     pub tables: Vec<SelectedTable>,
     pub excluded: Vec<ExcludedTable>,
+    /// Every sequence a selected table draws from (ownership, identity or a `nextval`
+    /// default, in any schema), plus for a whole-database backup the free-standing ones. The
+    /// schema archive must create them and the manifest records their values.
+    pub sequences: Vec<Sequence>,
 }
 
 impl Selection {
     pub fn table_refs(&self) -> Vec<TableRef> {
         self.tables.iter().map(|t| t.table.table.clone()).collect()
     }
+}
+
+/// The sequences a backup of `tables` needs; unused ones only for a whole-database backup
+/// (an owned sequence of a table outside the selection is never unused).
+fn sequences_for(catalog: &Catalog, tables: &[SelectedTable], whole: bool) -> Vec<Sequence> {
+    let selected = |t: &TableRef| tables.iter().any(|s| &s.table.table == t);
+    catalog
+        .sequences
+        .iter()
+        .filter(|seq| {
+            if seq.tables.is_empty() {
+                match &seq.owned_by {
+                    Some((owner, _)) => selected(owner),
+                    None => whole,
+                }
+            } else {
+                seq.tables.iter().any(selected)
+            }
+        })
+        .cloned()
+        .collect()
 }
 
 const OWN_TABLE_REASON: &str = "riveredge-backup bookkeeping table (never backed up or restored)";
@@ -55,6 +80,17 @@ pub fn select(catalog: &Catalog, spec: &BackupSpec) -> Result<Selection, BackupE
     let own = own_tables(catalog);
     let own_excluded: Vec<ExcludedTable> =
         own.iter().map(|t| excluded(t, OWN_TABLE_REASON)).collect();
+    let mut selection = select_tables(catalog, spec, &own, own_excluded)?;
+    selection.sequences = sequences_for(catalog, &selection.tables, spec.scope == BackupScope::All);
+    Ok(selection)
+}
+
+fn select_tables(
+    catalog: &Catalog,
+    spec: &BackupSpec,
+    own: &[TableRef],
+    own_excluded: Vec<ExcludedTable>,
+) -> Result<Selection, BackupError> {
     match (spec.scope, spec.tenant_id) {
         (BackupScope::All, _) => Ok(Selection {
             tables: catalog
@@ -66,6 +102,7 @@ pub fn select(catalog: &Catalog, spec: &BackupSpec) -> Result<Selection, BackupE
                 })
                 .collect(),
             excluded: own_excluded,
+            sequences: Vec::new(),
         }),
         (BackupScope::Table, tenant) => {
             let requested = catalog
@@ -83,15 +120,16 @@ pub fn select(catalog: &Catalog, spec: &BackupSpec) -> Result<Selection, BackupE
                         predicate: None,
                     })
                     .collect(),
-                Some(tenant) => tenant_rows_of(catalog, tenant, &own, &requested)?,
+                Some(tenant) => tenant_rows_of(catalog, tenant, own, &requested)?,
             };
             Ok(Selection {
                 tables,
                 excluded: Vec::new(),
+                sequences: Vec::new(),
             })
         }
         (BackupScope::Tenant, Some(tenant)) => {
-            let plan = TenantPlan::build(catalog, tenant, &own);
+            let plan = TenantPlan::build(catalog, tenant, own);
             let tables = plan
                 .tables
                 .iter()
@@ -111,6 +149,7 @@ pub fn select(catalog: &Catalog, spec: &BackupSpec) -> Result<Selection, BackupE
             Ok(Selection {
                 tables,
                 excluded: excluded_tables,
+                sequences: Vec::new(),
             })
         }
         (BackupScope::Tenant, None) => Err(BackupError::Invalid(

@@ -96,6 +96,7 @@ mod tests {
             tables: vec![],
             sequences: vec![],
             excluded_tables: vec![],
+            ownership: None,
         }
     }
 

@@ -7,8 +7,8 @@ use sqlx::{Connection, PgConnection};
 use tokio::io::AsyncReadExt;
 use tokio::task::JoinSet;
 
-use super::{compat, connect, verify_tables, RestoreError, TableCheck};
-use crate::artifact::{self, ArtifactError, Manifest, SchemaFile, SequenceEntry, TableEntry};
+use super::{compat, connect, sequences, verify_tables, RestoreError, TableCheck};
+use crate::artifact::{self, ArtifactError, Manifest, SchemaFile, TableEntry};
 use crate::catalog::{Catalog, TableRef};
 use crate::pg::{quote_ident, ConnInfo, PgCommand, ProcessError};
 use crate::snapshot::LOCK_TIMEOUT;
@@ -46,6 +46,9 @@ pub(super) async fn fresh(
     }
     let schema = SchemaFile::materialize(state.storage.as_ref(), &manifest.schema).await?;
     let started = std::time::Instant::now();
+    if manifest.format == crate::artifact::FORMAT_V1 && manifest.scope != "all" {
+        create_schemas(target, manifest).await?;
+    }
     pg_restore(state, target, &schema, "pre-data", 1, None).await?;
     let loaded = load_parallel(state, target, entries).await?;
     tracing::info!(
@@ -54,7 +57,9 @@ pub(super) async fn fresh(
     );
     let mut conn = connect(target).await?;
     for seq in &manifest.sequences {
-        set_sequence(&mut conn, seq, false).await?;
+        sequences::set_exact(&mut conn, seq)
+            .await
+            .map_err(RestoreError::db("setting a sequence"))?;
     }
     if manifest.scope == "all" {
         pg_restore(
@@ -67,7 +72,7 @@ pub(super) async fn fresh(
         )
         .await?;
     } else {
-        post_data_of_a_subset(state, target, &schema).await?;
+        post_data_of_a_subset(state, target, &schema, manifest.tenant_id.is_some()).await?;
     }
     drop(conn);
     tracing::info!(
@@ -157,14 +162,42 @@ pub(super) async fn verify_parallel(
     Ok(checks.into_iter().map(|(_, check)| check).collect())
 }
 
+/// Format 1 table and tenant backups were dumped with `pg_dump --table`, which writes no
+/// `CREATE SCHEMA`: a table or sequence outside `public` needs its schema created first.
+/// (Format 2 schema archives exclude the other relations instead and keep the schemas.)
+async fn create_schemas(target: &ConnInfo, manifest: &Manifest) -> Result<(), RestoreError> {
+    let mut schemas: Vec<&str> = manifest
+        .tables
+        .iter()
+        .map(|t| t.schema.as_str())
+        .chain(manifest.sequences.iter().map(|s| s.schema.as_str()))
+        .filter(|s| *s != "public")
+        .collect();
+    schemas.sort_unstable();
+    schemas.dedup();
+    let mut conn = connect(target).await?;
+    for schema in schemas {
+        exec(
+            &mut conn,
+            &format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema)),
+            "creating a schema",
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// A table backup's schema has the foreign keys of its tables, some of which reference tables
 /// the backup does not hold. Indexes and other constraints go in parallel as usual; each
 /// foreign key is then added on its own, and one whose referenced table is absent is skipped
-/// (and logged) instead of failing the restore.
+/// (and logged) instead of failing the restore. A tenant's rows (`filtered`) may also
+/// reference rows that are not the tenant's (a platform role, say), which a new database does
+/// not have: such a key is skipped too, and logged.
 async fn post_data_of_a_subset(
     state: &AppState,
     target: &ConnInfo,
     schema: &SchemaFile,
+    filtered: bool,
 ) -> Result<(), RestoreError> {
     let toc = PgCommand::new(
         state.bins.program("pg_restore"),
@@ -199,6 +232,11 @@ async fn post_data_of_a_subset(
                 if stderr.contains("does not exist") =>
             {
                 tracing::warn!(constraint = %fk, "foreign key skipped: the table it references is not in this backup");
+            }
+            Err(RestoreError::Process(ProcessError::Status { stderr, .. }))
+                if filtered && stderr.contains("violates foreign key constraint") =>
+            {
+                tracing::warn!(constraint = %fk, "foreign key skipped: the tenant's rows reference rows outside the tenant's backup");
             }
             other => other?,
         }
@@ -354,36 +392,6 @@ async fn copy_into(
         .map_err(RestoreError::db("finishing COPY FROM"))
 }
 
-/// Sets a sequence from the manifest; with `never_backwards`, only when that moves it forward
-/// (a live database may have handed out later values since the backup).
-async fn set_sequence(
-    conn: &mut PgConnection,
-    seq: &SequenceEntry,
-    never_backwards: bool,
-) -> Result<(), RestoreError> {
-    let name = seq.sequence_ref().quoted();
-    if never_backwards {
-        let (current, called): (i64, bool) =
-            sqlx::query_as(&format!("SELECT last_value, is_called FROM {name}"))
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(RestoreError::db("reading a sequence"))?;
-        let ahead =
-            current > seq.last_value || (current == seq.last_value && (called || !seq.is_called));
-        if ahead {
-            return Ok(());
-        }
-    }
-    sqlx::query("SELECT setval($1::regclass, $2, $3)")
-        .bind(&name)
-        .bind(seq.last_value)
-        .bind(seq.is_called)
-        .execute(conn)
-        .await
-        .map_err(RestoreError::db("setting a sequence"))?;
-    Ok(())
-}
-
 /// A foreign key between two restored tables, dropped during the load and re-created after it
 /// (rows of FK cycles cannot be loaded in any order with the constraint in place; re-adding it
 /// also re-validates every restored row).
@@ -403,7 +411,7 @@ pub(super) async fn replace_tables(
     entries: &[&TableEntry],
     record: Option<uuid::Uuid>,
 ) -> Result<Vec<TableCheck>, RestoreError> {
-    check_target(manifest, target, entries).await?;
+    let live = check_target(manifest, target, entries).await?;
     let tables: Vec<TableRef> = entries.iter().map(|e| e.table_ref()).collect();
     let quoted: Vec<String> = tables.iter().map(TableRef::quoted).collect();
     let mut conn = connect(target).await?;
@@ -457,13 +465,7 @@ pub(super) async fn replace_tables(
         )
         .await?;
     }
-    for seq in manifest.sequences.iter().filter(|s| {
-        s.owned_by
-            .as_ref()
-            .is_some_and(|o| tables.contains(&TableRef::new(&o.schema, &o.table)))
-    }) {
-        set_sequence(&mut conn, seq, true).await?;
-    }
+    advance_sequences(&mut conn, manifest, &live, &tables).await?;
     let checks = verify_tables(&mut conn, entries).await?;
     if let Some(uuid) = record {
         crate::db::restores::record_applied(&mut conn, uuid, &super::rows_per_table(&checks), None)
@@ -474,13 +476,40 @@ pub(super) async fn replace_tables(
     Ok(checks)
 }
 
+/// The live policy of [`sequences`]: every sequence of the target that a restored table draws
+/// from (found in the target's catalog, so a format 1 manifest that does not know a
+/// `nextval`-only sequence is covered too) ends at or above the backup's value, when the backup
+/// has one, and the maximum of every column that draws from it; it never moves backwards.
+async fn advance_sequences(
+    conn: &mut PgConnection,
+    manifest: &Manifest,
+    live: &Catalog,
+    tables: &[TableRef],
+) -> Result<(), RestoreError> {
+    for seq in &live.sequences {
+        if !seq.tables.iter().any(|t| tables.contains(t)) {
+            continue;
+        }
+        let backup = manifest
+            .sequences
+            .iter()
+            .find(|s| s.sequence_ref() == seq.sequence)
+            .map(|s| (s.last_value, s.is_called));
+        sequences::advance(conn, &seq.sequence, &seq.used_by, backup)
+            .await
+            .map_err(RestoreError::db("advancing a sequence"))?;
+    }
+    Ok(())
+}
+
 /// Compatibility, and no table outside the set may reference one inside it (its rows would
-/// point at replaced rows; `TRUNCATE` would refuse anyway, less clearly).
+/// point at replaced rows; `TRUNCATE` would refuse anyway, less clearly). Returns the target's
+/// catalog.
 async fn check_target(
     manifest: &Manifest,
     target: &ConnInfo,
     entries: &[&TableEntry],
-) -> Result<(), RestoreError> {
+) -> Result<Catalog, RestoreError> {
     let pool = crate::db::connect(target, 2)
         .await
         .map_err(RestoreError::db("connecting to the target"))?;
@@ -506,7 +535,7 @@ async fn check_target(
             });
         }
     }
-    Ok(())
+    Ok(catalog)
 }
 
 async fn inner_foreign_keys(

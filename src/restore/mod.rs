@@ -6,6 +6,7 @@
 pub mod compat;
 mod drill;
 mod load;
+pub mod sequences;
 
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use crate::catalog::TableRef;
 use crate::pg::{quote_ident, ConnInfo, ProcessError};
 use crate::startup::AppState;
 
-pub use drill::{drill, scratch_name, DrillReport};
+pub use drill::{drill, scratch_name, scratch_prefix, DrillReport};
 
 /// How a restore treats its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +59,7 @@ pub enum RestoreError {
     #[error("backup {uuid} is {status}, only successful backups can be restored")]
     NotRestorable { uuid: String, status: String },
     #[error(
-        "backup {0} is tenant-scoped; tenant restores are done by the tenant restore, not this one"
+        "backup {0} holds one tenant's rows; into a live database they are restored by the tenant restore, which replaces only that tenant's rows"
     )]
     TenantScope(String),
     /// This restore request was applied already (recorded in the applying transaction).
@@ -166,7 +167,11 @@ pub async fn restore_into_database(
     mode: RestoreMode,
     record: Option<uuid::Uuid>,
 ) -> Result<RestoreReport, RestoreError> {
-    if manifest.scope == "tenant" {
+    // Replacing live tables with one tenant's rows would drop every other tenant's; a new
+    // database (drills included) takes any scope.
+    if mode == RestoreMode::ReplaceTables
+        && (manifest.scope == "tenant" || manifest.tenant_id.is_some())
+    {
         return Err(RestoreError::TenantScope(manifest.backup_uuid.clone()));
     }
     let entries = select_entries(manifest, tables.as_deref())?;
@@ -241,7 +246,7 @@ pub async fn verify_tables(
 ) -> Result<Vec<TableCheck>, RestoreError> {
     let mut checks = Vec::new();
     for entry in entries {
-        let digest = artifact::hash_query(conn, &entry.select())
+        let digest = artifact::hash_query(conn, &entry.select_all())
             .await
             .map_err(RestoreError::db("re-reading a restored table"))?;
         let check = TableCheck {

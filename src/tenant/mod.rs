@@ -26,8 +26,13 @@
 //!   that link the tenant to another tenant.
 //! - The backup worker's own tables (`root_data_backups`, `root_data_restores`,
 //!   `_sqlx_migrations`).
-//! - Sequence values are recorded for information only: a tenant restore never moves a shared
-//!   sequence backwards (it only advances sequences past the restored ids).
+//! - Sequences: every sequence a backed-up table draws from (owned, identity, or only through a
+//!   `DEFAULT nextval(…)`) is recorded with its value; a tenant restore never moves a shared
+//!   sequence backwards and leaves it at or above the backup's value and the maximum of every
+//!   column that draws from it.
+//!
+//! The manifest holds the ownership as a typed plan ([`crate::artifact::OwnershipPlan`]);
+//! [`predicate`] turns it into SQL wherever rows are selected.
 //!
 //! # Restoring
 //!
@@ -37,14 +42,15 @@
 //! it refuses.
 
 pub mod graph;
+pub mod predicate;
 pub mod restore;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use sqlx::PgExecutor;
 
+use crate::artifact::{OwnedTableEntry, OwnershipLink, OwnershipPlan, OwnershipRule};
 use crate::catalog::{Catalog, CatalogError, ForeignKey, TableRef};
-use crate::pg::quote_ident;
 
 pub use graph::{LoadOrder, UnbreakableCycle};
 
@@ -78,8 +84,8 @@ pub struct TenantPlan {
     pub tables: Vec<OwnedTable>,
     /// Platform tables (no `tenant_id`, no foreign-key path to tenant rows) and the reason.
     pub excluded: Vec<(TableRef, String)>,
-    /// For tables owned through foreign keys: the keys to owned tables that decide ownership.
-    links: BTreeMap<TableRef, Vec<ForeignKey>>,
+    /// The typed form of every owned table's ownership, from which predicates are generated.
+    ownership: OwnershipPlan,
     /// Parents-first order for restores, or the cycle that makes a row-by-row restore
     /// impossible. Backups do not need it, so an unbreakable cycle is not a planning error.
     load_order: Result<LoadOrder, UnbreakableCycle>,
@@ -106,19 +112,32 @@ impl TenantPlan {
             tenant_id,
             tables: Vec::new(),
             excluded: Vec::new(),
-            links,
+            ownership: OwnershipPlan {
+                tenant_column: TENANT_COLUMN.to_owned(),
+                tables: Vec::new(),
+            },
             load_order: Ok(LoadOrder::default()),
         };
         for t in &candidates {
-            let ownership = if direct.contains(&t.table) {
-                Ownership::Direct
-            } else if let Some(fks) = plan.links.get(&t.table) {
-                Ownership::ThroughForeignKeys(fks.iter().map(|fk| fk.name.clone()).collect())
+            let (ownership, rule) = if direct.contains(&t.table) {
+                (Ownership::Direct, OwnershipRule::Direct)
+            } else if let Some(fks) = links.get(&t.table) {
+                (
+                    Ownership::ThroughForeignKeys(fks.iter().map(|fk| fk.name.clone()).collect()),
+                    OwnershipRule::ThroughForeignKeys {
+                        keys: fks.iter().map(link_of).collect(),
+                    },
+                )
             } else {
                 plan.excluded
                     .push((t.table.clone(), PLATFORM_REASON.to_owned()));
                 continue;
             };
+            plan.ownership.tables.push(OwnedTableEntry {
+                schema: t.table.schema.clone(),
+                name: t.table.name.clone(),
+                rule,
+            });
             plan.tables.push(OwnedTable {
                 table: t.table.clone(),
                 predicate: String::new(),
@@ -133,6 +152,11 @@ impl TenantPlan {
         }
         plan.load_order = graph::load_order(&plan.table_refs(), &edges(catalog, &plan));
         plan
+    }
+
+    /// The typed ownership of every owned table.
+    pub fn ownership(&self) -> &OwnershipPlan {
+        &self.ownership
     }
 
     /// The owned table `table`, if the plan covers it.
@@ -153,126 +177,20 @@ impl TenantPlan {
         self.load_order.as_ref().map_err(Clone::clone)
     }
 
-    /// The ownership predicate of `table` over the alias `alias` (`None` if not owned). Nested
-    /// `EXISTS` use aliases `rbk_o1`, `rbk_o2`, …, unique within the expression.
+    /// The ownership predicate of `table` over the alias `alias` (`None` if not owned),
+    /// generated from the typed plan by [`predicate::predicate`].
     pub fn predicate_over(&self, table: &TableRef, alias: &str) -> Option<String> {
         self.table(table)?;
-        Some(self.owned_sql(table, alias, &mut Aliases::default(), &mut Vec::new()))
-    }
-
-    /// Rows of `table` (over `alias`) that belong to the tenant.
-    fn owned_sql(
-        &self,
-        table: &TableRef,
-        alias: &str,
-        aliases: &mut Aliases,
-        path: &mut Vec<TableRef>,
-    ) -> String {
-        let Some(fks) = self.links.get(table) else {
-            return format!(
-                "{alias}.{} = {}",
-                quote_ident(TENANT_COLUMN),
-                self.tenant_id
-            );
-        };
-        path.push(table.clone());
-        let usable: Vec<&ForeignKey> = fks
-            .iter()
-            .filter(|fk| !path.contains(&fk.referenced))
-            .collect();
-        let mine: Vec<String> = usable
-            .iter()
-            .map(|fk| self.parent_exists(fk, alias, aliases, path, Side::Owned))
-            .collect();
-        let theirs: Vec<String> = usable
-            .iter()
-            .map(|fk| self.parent_exists(fk, alias, aliases, path, Side::Foreign))
-            .collect();
-        path.pop();
-        if mine.is_empty() {
-            return "false".to_owned();
-        }
-        format!(
-            "(({}) AND NOT ({}))",
-            mine.join(" OR "),
-            theirs.join(" OR ")
-        )
-    }
-
-    /// Rows of `table` (over `alias`) that belong to some other tenant: for tenant tables a
-    /// different non-NULL `tenant_id`, for the others a reference to such a row.
-    fn foreign_sql(
-        &self,
-        table: &TableRef,
-        alias: &str,
-        aliases: &mut Aliases,
-        path: &mut Vec<TableRef>,
-    ) -> String {
-        let Some(fks) = self.links.get(table) else {
-            return format!(
-                "{alias}.{} <> {}",
-                quote_ident(TENANT_COLUMN),
-                self.tenant_id
-            );
-        };
-        path.push(table.clone());
-        let usable: Vec<&ForeignKey> = fks
-            .iter()
-            .filter(|fk| !path.contains(&fk.referenced))
-            .collect();
-        let theirs: Vec<String> = usable
-            .iter()
-            .map(|fk| self.parent_exists(fk, alias, aliases, path, Side::Foreign))
-            .collect();
-        path.pop();
-        if theirs.is_empty() {
-            return "false".to_owned();
-        }
-        format!("({})", theirs.join(" OR "))
-    }
-
-    /// `EXISTS` a parent row through `fk` (child over `alias`) that is owned / foreign.
-    fn parent_exists(
-        &self,
-        fk: &ForeignKey,
-        alias: &str,
-        aliases: &mut Aliases,
-        path: &mut Vec<TableRef>,
-        side: Side,
-    ) -> String {
-        let parent = aliases.next();
-        let join: Vec<String> = fk
-            .columns
-            .iter()
-            .zip(&fk.referenced_columns)
-            .map(|(c, r)| format!("{parent}.{} = {alias}.{}", quote_ident(r), quote_ident(c)))
-            .collect();
-        let condition = match side {
-            Side::Owned => self.owned_sql(&fk.referenced, &parent, aliases, path),
-            Side::Foreign => self.foreign_sql(&fk.referenced, &parent, aliases, path),
-        };
-        format!(
-            "EXISTS (SELECT 1 FROM {} AS {parent} WHERE {} AND {condition})",
-            fk.referenced.quoted(),
-            join.join(" AND ")
-        )
+        predicate::predicate(&self.ownership, self.tenant_id, table, alias)
     }
 }
 
-#[derive(Clone, Copy)]
-enum Side {
-    Owned,
-    Foreign,
-}
-
-/// Generates aliases that cannot collide inside one predicate.
-#[derive(Default)]
-struct Aliases(usize);
-
-impl Aliases {
-    fn next(&mut self) -> String {
-        self.0 += 1;
-        format!("rbk_o{}", self.0)
+fn link_of(fk: &ForeignKey) -> OwnershipLink {
+    OwnershipLink {
+        columns: fk.columns.clone(),
+        parent_schema: fk.referenced.schema.clone(),
+        parent_name: fk.referenced.name.clone(),
+        parent_columns: fk.referenced_columns.clone(),
     }
 }
 

@@ -40,7 +40,8 @@ use tokio::io::AsyncReadExt;
 
 use super::{tenant_exists, LoadOrder, TenantError, TenantPlan, UnbreakableCycle};
 use crate::artifact::{
-    copy_select, open_table, ArtifactError, Manifest, RowHasher, TableEntry, FORMAT,
+    copy_select, is_readable_format, open_table, ArtifactError, Manifest, RowHasher, TableEntry,
+    FORMAT,
 };
 use crate::catalog::{Catalog, ForeignKey, Table, TableRef};
 use crate::pg::{quote_ident, quote_literal};
@@ -326,7 +327,7 @@ pub async fn restore(
             return Err(RestoreError::AlreadyApplied(uuid));
         }
     }
-    match run(&mut tx, catalog, storage, &plan, order, &targets, opts).await {
+    match run(&mut tx, catalog, storage, &plan, manifest, &targets, opts).await {
         Ok((tables, sequences_advanced)) => {
             if let Some(uuid) = opts.record {
                 let rows = serde_json::Value::Object(
@@ -361,7 +362,7 @@ pub async fn restore(
 }
 
 fn check_manifest(manifest: &Manifest, tenant_id: i32) -> Result<(), RestoreError> {
-    if manifest.format != FORMAT
+    if !is_readable_format(&manifest.format)
         || !matches!(manifest.scope.as_str(), "tenant" | "table")
         || manifest.tenant_id.is_none()
     {
@@ -398,13 +399,12 @@ fn targets<'a>(
             )),
             (Some(live), Some(owned)) => {
                 problems.extend(column_differences(live, entry));
-                if entry
-                    .predicate
-                    .as_ref()
-                    .is_some_and(|p| p != &owned.predicate)
-                {
-                    problems.push(format!("table {name}: the backup selected rows with another ownership predicate than the live schema implies (foreign keys changed)"));
-                }
+                problems.extend(ownership_difference(
+                    manifest,
+                    plan,
+                    &name,
+                    &owned.predicate,
+                ));
                 by_table.insert(name, entry);
             }
         }
@@ -428,6 +428,36 @@ fn targets<'a>(
             })
         })
         .collect())
+}
+
+/// Whether the backup selected `table`'s rows the way the live schema would. Format 2
+/// compares the typed plans structurally (the table's rule and every rule its foreign-key
+/// paths reach). A format 1 artifact carries only SQL text: it is accepted when the live
+/// schema's plan generates exactly that text (then it is the same plan), and refused otherwise
+/// with a message that says why.
+fn ownership_difference(
+    manifest: &Manifest,
+    plan: &TenantPlan,
+    table: &TableRef,
+    live_predicate: &str,
+) -> Option<String> {
+    match &manifest.ownership {
+        None if manifest.format == FORMAT => Some(format!(
+            "table {table}: the {FORMAT} manifest has no ownership plan, so which rows it holds cannot be checked"
+        )),
+        Some(backup) => (backup.closure(table) != plan.ownership().closure(table)).then(|| {
+            format!(
+                "table {table}: the backup attributed its rows to the tenant through other columns or foreign keys than the live schema does (ownership plan differs)"
+            )
+        }),
+        None => match &manifest.tenant_id.and(manifest.tables.iter().find(|e| &e.table_ref() == table)).and_then(|e| e.predicate.clone()) {
+            Some(text) if text != live_predicate => Some(format!(
+                "table {table}: this {} artifact stores its row filter as SQL text, which the live schema's ownership plan does not reproduce (foreign keys changed, or the backup was written by another version); take a new backup",
+                manifest.format
+            )),
+            _ => None,
+        },
+    }
 }
 
 fn column_differences(live: &Table, entry: &TableEntry) -> Vec<String> {
@@ -459,11 +489,11 @@ async fn run(
     catalog: &Catalog,
     storage: &dyn Storage,
     plan: &TenantPlan,
-    order: &LoadOrder,
+    manifest: &Manifest,
     targets: &[Target<'_>],
     opts: &RestoreOptions,
 ) -> Result<Outcome, RestoreError> {
-    prepare_session(conn, order, opts).await?;
+    prepare_session(conn, plan.load_order()?, opts).await?;
     if let Some(tenants) = &opts.tenants_table {
         if !tenant_exists(&mut *conn, catalog, tenants, opts.tenant_id).await? {
             return Err(RestoreError::UnknownTenant(opts.tenant_id));
@@ -508,7 +538,11 @@ async fn run(
     }
     let mut sequences_advanced = Vec::new();
     for t in targets {
-        sequences_advanced.extend(advance_sequences(conn, catalog, t).await?);
+        for seq in advance_sequences(conn, catalog, manifest, t).await? {
+            if !sequences_advanced.contains(&seq) {
+                sequences_advanced.push(seq);
+            }
+        }
     }
     verify(conn, targets).await?;
     // Last, so the ACCESS EXCLUSIVE lock DROP INDEX takes lasts only until the commit.
@@ -854,35 +888,27 @@ async fn set_deferred(conn: &mut PgConnection, t: &Target<'_>) -> Result<(), Res
     Ok(())
 }
 
-/// Moves each sequence feeding the table past the highest restored value; never backwards.
+/// Moves each sequence feeding the table forward to the live policy of
+/// [`crate::restore::sequences`]: at or above the backup's value and the maximum of every
+/// column that draws from it (including columns that use it only through `nextval`
+/// defaults); never backwards.
 async fn advance_sequences(
     conn: &mut PgConnection,
     catalog: &Catalog,
+    manifest: &Manifest,
     t: &Target<'_>,
 ) -> Result<Vec<TableRef>, RestoreError> {
     let mut advanced = Vec::new();
     for seq in catalog.sequences_of(t.name()) {
-        let Some((_, column)) = &seq.owned_by else {
-            continue;
-        };
-        // The sequence has handed out `last_value` if `is_called`, else everything below it.
-        // language=PostgreSQL
-        let sql = format!(
-            "SELECT setval({regclass}::regclass, m.v, true)
-             FROM (SELECT max({col})::bigint AS v FROM {table}) m,
-                  (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS used FROM {seq}) s
-             WHERE m.v > s.used",
-            regclass = quote_literal(&seq.sequence.quoted()),
-            col = quote_ident(column),
-            table = t.name().quoted(),
-            seq = seq.sequence.quoted(),
-        );
-        let moved = sqlx::query(&sql)
-            .execute(&mut *conn)
+        let backup = manifest
+            .sequences
+            .iter()
+            .find(|s| s.sequence_ref() == seq.sequence)
+            .map(|s| (s.last_value, s.is_called));
+        let moved = crate::restore::sequences::advance(conn, &seq.sequence, &seq.used_by, backup)
             .await
-            .map_err(sql_error(&seq.sequence, "advancing sequence"))?
-            .rows_affected();
-        if moved > 0 {
+            .map_err(sql_error(&seq.sequence, "advancing sequence"))?;
+        if moved {
             advanced.push(seq.sequence.clone());
         }
     }

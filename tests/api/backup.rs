@@ -127,7 +127,7 @@ fn sha256_of(path: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
 }
 
-async fn backup_ok(engine: &Engine, spec: &BackupSpec) -> BackupOutcome {
+pub async fn backup_ok(engine: &Engine, spec: &BackupSpec) -> BackupOutcome {
     backup::run(&engine.state, spec, None)
         .await
         .unwrap_or_else(|e| panic!("backup failed: {e}"))
@@ -244,7 +244,15 @@ async fn a_table_backup_for_a_tenant_holds_only_that_tenants_rows() {
         .manifest
         .tables
         .iter()
-        .all(|t| t.predicate.is_some()));
+        .all(|t| outcome.manifest.predicate_of(t).is_some()));
+    assert!(
+        outcome
+            .manifest
+            .tables
+            .iter()
+            .all(|t| t.predicate.is_none()),
+        "format 2 stores the typed plan, not SQL"
+    );
 
     let target = fresh_restore(&engine, &outcome.manifest).await;
 

@@ -95,6 +95,15 @@ impl TestDb {
         db
     }
 
+    /// Migrated, plus the fixture of the real schema's awkward parts
+    /// (`tests/fixtures/awkward.sql`).
+    pub async fn with_awkward_fixture() -> Self {
+        let db = Self::migrated().await;
+        db.execute_script(include_str!("../fixtures/awkward.sql"))
+            .await;
+        db
+    }
+
     /// Connects to an existing database of the test server (e.g. a restore target).
     pub async fn attach(name: &str) -> Self {
         let conn = server().admin.with_database(name);

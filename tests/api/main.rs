@@ -3,7 +3,10 @@
 
 mod helpers;
 
+mod awkward;
 mod backup;
+mod completeness;
+mod consistency;
 mod e2e_backup;
 mod e2e_restore;
 mod exactly_once;

@@ -275,5 +275,11 @@ async fn a_failed_drill_still_drops_its_scratch_database() {
     let err = restore::drill(&engine.state, &s.uuid).await.unwrap_err();
 
     assert!(matches!(err, RestoreError::Artifact(_)), "{err}");
-    assert!(!database_exists(&restore::scratch_name(&s.uuid)).await);
+    let left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE starts_with(datname, $1)")
+            .bind(restore::scratch_prefix(&s.uuid))
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(left, 0, "no scratch database of this backup is left");
 }

@@ -115,7 +115,8 @@ async fn sequences(pool: &PgPool) -> BTreeMap<String, i64> {
     rows.into_iter().collect()
 }
 
-/// A tenant backup's data files and manifest made the way design.md describes them (COPY with the plan's predicates in one
+/// A format 1 (`riveredge-backup/1`, SQL predicates) tenant backup, so these tests also cover
+/// reading the previous format. Its data files and manifest are made the way design.md describes them (COPY with the plan's predicates in one
 /// snapshot, fixed session settings, zstd, sha256, rows and xxh3 content hash, manifest). The
 /// hashing here is written independently of the worker's.
 async fn tenant_backup(db: &TestDb, storage: &LocalStorage, tenant: i32) -> Manifest {
