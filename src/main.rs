@@ -1,85 +1,10 @@
-//! The `riveredge-backup` binary: parse the command line, load settings, start logging, run.
+//! The `riveredge-backup` binary: parse the command line and run it; everything else (settings,
+//! logging, the commands and their exit codes) lives in the library's `commands`.
 
-use std::sync::Arc;
-
-use anyhow::Context;
 use clap::Parser;
-use riveredge_backup::cli::{Cli, Command};
-use riveredge_backup::jobs;
-use riveredge_backup::settings::Settings;
-use riveredge_backup::startup::{self, App, AppState, Database};
-use riveredge_backup::telemetry;
-use tokio_util::sync::CancellationToken;
+use riveredge_backup::cli::Cli;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let settings = match Settings::load(cli.config.as_deref()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("riveredge-backup: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    telemetry::init(settings.log_format);
-    match run(cli.command.unwrap_or(Command::Serve), settings).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("riveredge-backup: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
-    match command {
-        Command::Serve => serve(settings).await,
-        Command::Migrate => {
-            let db = Database::open(&settings).await?;
-            println!("migrations applied to {}", db.conn.display_url());
-            Ok(())
-        }
-        Command::Config => {
-            println!("{settings:#?}");
-            Ok(())
-        }
-        other => riveredge_backup::commands::run(other, settings).await,
-    }
-}
-
-async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let settings = Arc::new(settings);
-    let db = Database::open(&settings).await?;
-    let shutdown = CancellationToken::new();
-    let state = AppState::new(settings.clone(), &db, shutdown.clone())?;
-    let listener = tokio::net::TcpListener::bind(settings.http.bind)
-        .await
-        .with_context(|| format!("binding {} (set BIND_ADDRESS)", settings.http.bind))?;
-    let inngest_app = jobs::inngest_app(&state).context("INNGEST_SIGNING_KEY")?;
-    let router = startup::router(state, inngest_app.router());
-    let app = App::build(listener, router, settings.http.shutdown_timeout, shutdown);
-    tracing::info!(
-        address = %settings.http.bind,
-        serve_url = %settings.serve_url(),
-        mode = if settings.inngest.dev { "dev" } else { "cloud" },
-        inngest = %settings.inngest.api_base_url,
-        "serving"
-    );
-    if settings.inngest.dev {
-        tracing::info!(
-            "Inngest dev mode: run `npx inngest-cli@latest dev -u {}` (or set INNGEST_BASE_URL to a running one) \
-             and send `database/backup.requested` from its UI at http://localhost:8288",
-            settings.serve_url()
-        );
-    }
-    // The listener is bound, so the server's first call after registering cannot be refused.
-    let sync = settings.inngest.sync_on_startup.then(|| {
-        inngest_app.spawn_startup_sync(&settings.serve_url(), inngest::SyncBackoff::default())
-    });
-    app.run_until_stopped(startup::shutdown_signal()).await?;
-    if let Some(sync) = sync {
-        sync.abort();
-    }
-    drop(db);
-    Ok(())
+    riveredge_backup::commands::run(Cli::parse()).await
 }
