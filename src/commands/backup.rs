@@ -50,6 +50,10 @@ pub async fn backup(ctx: &Ctx, args: BackupArgs) -> Outcome {
     let result = recovery::take_backup(state, &spec).await;
     watcher.abort();
     bar.finish_and_clear();
+    if result.is_err() && ctx.interrupted() {
+        // The engine recorded "will be retried", which is true of a worker, not of an operator.
+        let _ = rows::mark_failed(&state.pool, &spec.uuid, "interrupted by the operator").await;
+    }
     let outcome = result.map_err(|e| backup_failure(ctx, &spec.uuid, e))?;
     let elapsed = started.elapsed().as_secs_f64();
     if spec.scope == BackupScope::Tenant && outcome.rows == 0 {

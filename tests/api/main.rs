@@ -4,6 +4,7 @@
 mod helpers;
 
 mod backup;
+mod cli;
 mod e2e_backup;
 mod e2e_restore;
 mod foundation;
