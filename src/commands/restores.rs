@@ -18,7 +18,8 @@ pub async fn restores(ctx: &Ctx, args: &crate::cli::RestoresArgs) -> Outcome {
         "RESTORE", "BACKUP", "STATUS", "SCOPE", "TENANT", "TARGET", "TOOK"
     ));
     for r in &found {
-        let took = format::between(r.started_at, r.completed_at);
+        // Restores recorded by the CLI start when they are created.
+        let took = format::between(r.started_at.or(Some(r.created_at)), r.completed_at);
         ctx.out.line(format!(
             "{:<36}  {:<36}  {:<8}  {:<6}  {:<6}  {:<20}  {:>8}  {}",
             r.uuid,
