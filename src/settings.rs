@@ -19,7 +19,7 @@ use secrecy::{ExposeSecret, SecretString};
 /// Every setting the worker reads, with its meaning. This table drives the README's
 /// configuration section, unknown-key detection in files and `riveredge-backup config`.
 pub const KEYS: &[(&str, &str)] = &[
-    ("DATABASE_URL", "RiverEdge database (backed up, and home of root_data_backups). Unset: a throwaway local PostgreSQL is started from the installed binaries"),
+    ("DATABASE_URL", "RiverEdge database (backed up, and home of root_data_backups). Unset: `serve` starts a throwaway local PostgreSQL from the installed binaries; the data commands stop with exit code 2"),
     ("DATABASE_MAX_CONNECTIONS", "pool size for bookkeeping queries (default 10)"),
     ("BACKUP_STORAGE_DIR", "directory that holds backup artifacts (default ./backups); created 0700"),
     ("BIND_ADDRESS", "address the HTTP server listens on (default 127.0.0.1:3000)"),
