@@ -39,11 +39,11 @@ pub fn backup_bar(out: Output, estimated_rows: Option<u64>) -> ProgressBar {
     let (bar, template) = match estimated_rows {
         Some(rows) if rows > 0 => (
             ProgressBar::new(rows),
-            "{spinner} [{bar:25}] {human_pos}/~{human_len} rows, {msg}, {per_sec}, ETA {eta} ({elapsed})",
+            "{spinner} [{bar:25}] {human_pos}/~{human_len} rows, {msg}, ETA {eta} ({elapsed})",
         ),
         _ => (
             ProgressBar::new_spinner(),
-            "{spinner} {human_pos} rows, {msg}, {per_sec} ({elapsed})",
+            "{spinner} {human_pos} rows, {msg} ({elapsed})",
         ),
     };
     bar.set_style(
@@ -69,6 +69,7 @@ pub fn watch_backup(
             return;
         }
         let data = crate::artifact::prefix(&uuid).and_then(|p| p.join("data"));
+        let started = std::time::Instant::now();
         loop {
             let row = crate::db::backups::get(&pool, &uuid).await.ok().flatten();
             let done = match &data {
@@ -76,14 +77,35 @@ pub fn watch_backup(
                 Err(_) => 0,
             };
             if let Some(row) = row {
-                bar.set_position(u64::try_from(row.rows_written).unwrap_or(0));
+                let rows = u64::try_from(row.rows_written).unwrap_or(0);
+                let bytes = u64::try_from(row.bytes_written).unwrap_or(0);
+                let tables_done = done.min(tables);
+                let stage = if tables > 0 && tables_done == tables {
+                    // Every data file is written: the backup is being read back.
+                    bar.set_position(bar.length().unwrap_or(rows).max(rows));
+                    "verifying".to_owned()
+                } else {
+                    bar.set_position(rows);
+                    let rate = rows as f64 / started.elapsed().as_secs_f64().max(0.001);
+                    format!("{} rows/s", human_count(rate))
+                };
                 bar.set_message(format!(
-                    "tables {}/{tables}, {}",
-                    done.min(tables),
-                    super::format::size(u64::try_from(row.bytes_written).unwrap_or(0))
+                    "tables {tables_done}/{tables}, {}, {stage}",
+                    super::format::size(bytes)
                 ));
             }
             tokio::time::sleep(TICK * 2).await;
         }
     })
+}
+
+/// `12345.6` → `12.3k`.
+fn human_count(n: f64) -> String {
+    if n >= 1e6 {
+        format!("{:.1}M", n / 1e6)
+    } else if n >= 1e3 {
+        format!("{:.1}k", n / 1e3)
+    } else {
+        format!("{n:.0}")
+    }
 }

@@ -545,3 +545,39 @@ async fn progress_stays_off_stdout_and_off_a_non_terminal_stderr() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("succeeded"), "{text}");
 }
+
+/// On a terminal (a pseudo-terminal from util-linux's `script`), a backup draws its progress.
+#[tokio::test]
+async fn a_backup_on_a_terminal_shows_tables_rows_bytes_and_an_eta() {
+    let db = TestDb::migrated().await;
+    db.execute_script(
+        "CREATE TABLE big (id int PRIMARY KEY, payload text);
+         INSERT INTO big SELECT g, repeat(md5(g::text) || md5((g * 7)::text), 4)
+         FROM generate_series(1, 100000) g; ANALYZE big;",
+    )
+    .await;
+    let storage = tempfile::tempdir().unwrap();
+    let line = format!(
+        "DATABASE_URL='{}' BACKUP_STORAGE_DIR='{}' BACKUP_COMPRESSION_LEVEL=9 '{}' backup --scope all",
+        url_of(&db.conn),
+        storage.path().display(),
+        env!("CARGO_BIN_EXE_riveredge-backup")
+    );
+    let mut script = Command::new("script");
+    script.args(["-qec", &line, "/dev/null"]).kill_on_drop(true);
+
+    let out = tokio::time::timeout(Duration::from_secs(300), script.output())
+        .await
+        .unwrap()
+        .expect("script(1) from util-linux");
+
+    assert_exit(&out, 0);
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(screen.contains("/~100,000 rows"), "{screen}");
+    assert!(
+        screen.contains("tables 0/1") || screen.contains("tables 1/1"),
+        "{screen}"
+    );
+    assert!(screen.contains("MiB") && screen.contains("ETA"), "{screen}");
+    assert!(screen.contains("succeeded"), "{screen}");
+}
