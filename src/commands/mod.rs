@@ -14,6 +14,7 @@ mod info;
 mod list;
 mod progress;
 mod queries;
+mod reads;
 mod restore;
 mod restores;
 mod serve;

@@ -4,6 +4,7 @@
 
 use serde_json::json;
 
+use super::reads::{data_size, Reads};
 use super::{format, progress, Ctx, Failure, Outcome};
 use crate::backup::{self, BackupScope, BackupSpec, BackupType};
 use crate::cli::RestoreArgs;
@@ -57,11 +58,19 @@ pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> Outcome {
             }
         }
     }
-    run_phases(ctx, &args, target_safety).await
+    let manifest = super::reads::manifest_of(&row);
+    run_phases(ctx, &args, target_safety, manifest.as_ref()).await
 }
 
-async fn run_phases(ctx: &Ctx, args: &RestoreArgs, target_safety: Option<String>) -> Outcome {
-    let state = &ctx.state;
+async fn run_phases(
+    ctx: &Ctx,
+    args: &RestoreArgs,
+    target_safety: Option<String>,
+    manifest: Option<&crate::artifact::Manifest>,
+) -> Outcome {
+    let (state, reads) = Reads::start(&ctx.state, ctx.out);
+    let state = &state;
+    let size = |only: Option<&[String]>| manifest.map_or((0, 0), |m| data_size(m, only));
     let request = RestoreRequest {
         restore_uuid: uuid::Uuid::new_v4(),
         backup_uuid: args.uuid.clone(),
@@ -74,19 +83,21 @@ async fn run_phases(ctx: &Ctx, args: &RestoreArgs, target_safety: Option<String>
     let plan = recovery::prepare(state, &request)
         .await
         .map_err(|e| Failure::failed(&e))?;
-    let spinner = progress::spinner(ctx.out, "verifying the backup");
     let result = async {
+        let (tables, bytes) = size(None);
+        reads.phase("verifying the backup", tables, bytes);
         recovery::check(state, &plan).await?;
-        spinner.set_message("safety backup of what gets replaced");
+        reads.waiting("safety backup of what gets replaced");
         let run_id = format!("cli-{}", std::process::id());
         let safety = recovery::safety_backup(state, &plan, &run_id).await?;
-        spinner.set_message("restoring");
+        let (tables, bytes) = size((!args.tables.is_empty()).then_some(args.tables.as_slice()));
+        reads.phase("restoring", tables, bytes);
         let rows = recovery::apply(state, &plan).await?;
         recovery::finish(state, &plan, &rows).await?;
         Ok::<_, recovery::RecoveryError>((rows, safety))
     }
     .await;
-    spinner.finish_and_clear();
+    reads.finish();
     let (rows, safety) = match result {
         Ok(done) => done,
         Err(e) => {

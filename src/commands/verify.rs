@@ -2,22 +2,25 @@
 
 use serde_json::json;
 
-use super::{format, progress, Ctx, Failure, Outcome};
+use super::reads::{data_size, manifest_of, Reads};
+use super::{format, Ctx, Failure, Outcome};
 use crate::db::backups as rows;
 
 pub async fn verify(ctx: &Ctx, uuid: &str) -> Outcome {
     let state = &ctx.state;
     let row = existing(ctx, uuid).await?;
-    let spinner = progress::spinner(ctx.out, &format!("verifying backup {uuid}"));
+    let (counted, reads) = Reads::start(state, ctx.out);
+    let (tables, bytes) = manifest_of(&row).map_or((0, 0), |m| data_size(&m, None));
+    reads.phase("verifying", tables, bytes);
     let started = std::time::Instant::now();
     let report = tokio::select! {
-        r = crate::backup::verify(state, uuid, row.checksum.as_deref()) => r,
+        r = crate::backup::verify(&counted, uuid, row.checksum.as_deref()) => r,
         () = state.shutdown.cancelled() => {
-            spinner.finish_and_clear();
+            reads.finish();
             return Err(Failure::Failed(format!("interrupted: verification of backup {uuid} was stopped")));
         }
     };
-    spinner.finish_and_clear();
+    reads.finish();
     let report = report.map_err(|e| {
         Failure::Failed(format!(
             "backup {uuid} does not verify: {}",
@@ -48,19 +51,20 @@ pub async fn verify(ctx: &Ctx, uuid: &str) -> Outcome {
 
 pub async fn drill(ctx: &Ctx, uuid: &str) -> Outcome {
     let state = &ctx.state;
-    existing(ctx, uuid).await?;
-    let spinner = progress::spinner(
-        ctx.out,
-        &format!("drill of {uuid}: restoring into a scratch database and comparing"),
-    );
+    let row = existing(ctx, uuid).await?;
+    let (counted, reads) = Reads::start(state, ctx.out);
+    let (tables, bytes) = manifest_of(&row).map_or((0, 0), |m| data_size(&m, None));
+    // The drill reads every data file once while restoring; the comparison that follows
+    // reads the scratch database, so the bar stays full during it.
+    reads.phase("drill: restoring into a scratch database", tables, bytes);
     let report = tokio::select! {
-        r = crate::restore::drill(state, uuid) => r,
+        r = crate::restore::drill(&counted, uuid) => r,
         () = state.shutdown.cancelled() => {
-            spinner.finish_and_clear();
+            reads.finish();
             return Err(Failure::Failed(format!("interrupted: the drill of backup {uuid} was stopped")));
         }
     };
-    spinner.finish_and_clear();
+    reads.finish();
     let report = report.map_err(|e| {
         Failure::Failed(format!(
             "drill of backup {uuid} failed: {}",

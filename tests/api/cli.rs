@@ -546,9 +546,10 @@ async fn progress_stays_off_stdout_and_off_a_non_terminal_stderr() {
     assert!(text.contains("succeeded"), "{text}");
 }
 
-/// On a terminal (a pseudo-terminal from util-linux's `script`), a backup draws its progress.
+/// On a terminal (a pseudo-terminal from util-linux's `script`), backup and verify draw their
+/// progress.
 #[tokio::test]
-async fn a_backup_on_a_terminal_shows_tables_rows_bytes_and_an_eta() {
+async fn backup_and_verify_on_a_terminal_show_tables_rows_bytes_and_an_eta() {
     let db = TestDb::migrated().await;
     db.execute_script(
         "CREATE TABLE big (id int PRIMARY KEY, payload text);
@@ -580,4 +581,18 @@ async fn a_backup_on_a_terminal_shows_tables_rows_bytes_and_an_eta() {
     );
     assert!(screen.contains("MiB") && screen.contains("ETA"), "{screen}");
     assert!(screen.contains("succeeded"), "{screen}");
+
+    let uuid: String = sqlx::query_scalar("SELECT uuid FROM root_data_backups")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let line = line.replace("backup --scope all", &format!("verify {uuid}"));
+    let mut script = Command::new("script");
+    script.args(["-qec", &line, "/dev/null"]).kill_on_drop(true);
+    let out = script.output().await.unwrap();
+    assert_exit(&out, 0);
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(screen.contains("verifying: ["), "{screen}");
+    assert!(screen.contains("MiB, tables 0/1"), "{screen}");
+    assert!(screen.contains("verified"), "{screen}");
 }
