@@ -39,6 +39,12 @@ pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> Outcome {
         None => {}
         Some(name) => {
             check_target_name(state, name)?;
+            if row.backup_scope == "tenant" && !database_exists(state, name).await? {
+                return Err(Failure::Usage(format!(
+                    "database {name} does not exist; a tenant backup restores into a database that has \
+                     RiverEdge's schema (restore a whole-database backup into {name} first)"
+                )));
+            }
             let tables = user_tables(state, name).await?;
             if tables > 0 && !args.replace {
                 return Err(Failure::Refused(format!(
@@ -80,9 +86,14 @@ async fn run_phases(
         replace: args.replace,
     };
     let started = std::time::Instant::now();
+    // Refusals here are about the request (tables not in the backup, a failed backup):
+    // nothing was recorded, and asking differently is the fix.
     let plan = recovery::prepare(state, &request)
         .await
-        .map_err(|e| Failure::failed(&e))?;
+        .map_err(|e| match e {
+            recovery::RecoveryError::Refused(m) => Failure::Usage(m),
+            other => Failure::failed(&other),
+        })?;
     let result = async {
         let (tables, bytes) = size(None);
         reads.phase("verifying the backup", tables, bytes);
@@ -102,7 +113,7 @@ async fn run_phases(
         Ok(done) => done,
         Err(e) => {
             let message = if ctx.interrupted() {
-                "interrupted; nothing was replaced".to_owned()
+                format!("interrupted by the operator: {}", super::one_line(&e))
             } else {
                 super::one_line(&e)
             };
@@ -162,15 +173,17 @@ fn check_target_name(state: &AppState, name: &str) -> Result<(), Failure> {
     Ok(())
 }
 
+async fn database_exists(state: &AppState, name: &str) -> Result<bool, Failure> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(name)
+        .fetch_one(&state.pool)
+        .await
+        .map_err(|e| Failure::failed(&e))
+}
+
 /// Tables in database `name` other than our bookkeeping ones; 0 when it does not exist.
 async fn user_tables(state: &AppState, name: &str) -> Result<i64, Failure> {
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(name)
-            .fetch_one(&state.pool)
-            .await
-            .map_err(|e| Failure::failed(&e))?;
-    if !exists {
+    if !database_exists(state, name).await? {
         return Ok(0);
     }
     let conn = state.conn.with_database(name);

@@ -596,3 +596,47 @@ async fn backup_and_verify_on_a_terminal_show_tables_rows_bytes_and_an_eta() {
     assert!(screen.contains("MiB, tables 0/1"), "{screen}");
     assert!(screen.contains("verified"), "{screen}");
 }
+
+#[tokio::test]
+async fn a_restore_request_that_cannot_work_is_a_usage_error_and_creates_nothing() {
+    let db = TestDb::with_fixture().await;
+    let storage = tempfile::tempdir().unwrap();
+    let all = cli_backup(&db, storage.path(), &["--scope", "all"]).await;
+    let tenant = cli_backup(&db, storage.path(), &["--scope", "tenant", "--tenant", "1"]).await;
+    let missing = format!("t_missing_{}", uuid::Uuid::new_v4().simple());
+
+    let into_nothing = run(
+        operator(&db, storage.path()),
+        &["restore", &tenant, "--target-database", &missing],
+    )
+    .await;
+    let unknown_table = run(
+        operator(&db, storage.path()),
+        &[
+            "restore",
+            &all,
+            "--target-database",
+            &missing,
+            "--tables",
+            "nope",
+        ],
+    )
+    .await;
+    let unknown_backup = run(
+        operator(&db, storage.path()),
+        &["restore", "00000000-0000-0000-0000-000000000000"],
+    )
+    .await;
+
+    assert_exit(&into_nothing, 2);
+    assert!(stderr(&into_nothing).contains("does not exist"));
+    assert_exit(&unknown_table, 2);
+    assert!(stderr(&unknown_table).contains("nope"));
+    assert_exit(&unknown_backup, 2);
+    assert!(!crate::helpers::database_exists(&missing).await);
+    let restores: i64 = sqlx::query_scalar("SELECT count(*) FROM root_data_restores")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(restores, 0);
+}
