@@ -143,16 +143,12 @@ async fn dispatch(command: Command, settings: Settings, out: Output) -> Outcome 
             let name = other.name();
             let ctx = Ctx::open(settings, name, out).await?;
             let result = match other {
-                Command::Migrate => Ok(json!({
-                    "ok": true,
-                    "database": ctx.state.conn.display_url(),
-                }))
-                .inspect(|_| {
-                    out.line(format!(
-                        "migrations applied to {}",
-                        ctx.state.conn.display_url()
-                    ));
-                }),
+                Command::Migrate => {
+                    // Ctx::open applied the migrations.
+                    let database = ctx.state.conn.display_url();
+                    out.line(format!("migrations applied to {database}"));
+                    Ok(json!({ "ok": true, "database": database }))
+                }
                 Command::Backup(args) => backup::backup(&ctx, args).await,
                 Command::Restore(args) => restore::restore(&ctx, args).await,
                 Command::Verify(a) => verify::verify(&ctx, &a.uuid).await,
