@@ -38,24 +38,34 @@ pub enum Command {
     /// Serve the worker (Inngest endpoint, health, REST API); the default.
     Serve,
     /// Apply the database migrations and exit.
+    #[command(after_help = EXIT_CODES)]
     Migrate,
     /// Print the effective settings by their documented names (secrets redacted).
+    #[command(after_help = EXIT_CODES)]
     Config,
     /// Check the setup: database, pg_dump, storage, tenants table, Inngest (like `pgbackrest check`).
+    #[command(after_help = EXIT_CODES)]
     Check,
     /// Take a backup now, without Inngest; prints the backup's uuid and result.
+    #[command(after_help = EXIT_CODES)]
     Backup(BackupArgs),
     /// Restore a backup (verified first; a safety backup is taken of what gets replaced).
+    #[command(after_help = EXIT_CODES)]
     Restore(RestoreArgs),
     /// Re-read a backup's artifact: checksums, full decode, row counts and content checksums.
+    #[command(after_help = EXIT_CODES)]
     Verify(UuidArg),
     /// List backups, newest first.
+    #[command(after_help = EXIT_CODES)]
     List(ListArgs),
     /// Show one backup: manifest summary, tables, checksums, verification and its restores.
+    #[command(after_help = EXIT_CODES)]
     Info(UuidArg),
     /// List restores, newest first.
+    #[command(after_help = EXIT_CODES)]
     Restores(RestoresArgs),
     /// Restore a backup into a scratch database, compare it with the manifest, drop the scratch.
+    #[command(after_help = EXIT_CODES)]
     Drill(UuidArg),
 }
 

@@ -528,6 +528,7 @@ async fn help_is_honest_and_incremental_is_refused_with_a_clear_message() {
     assert!(text(&list_help).contains("Only this tenant's backups"));
     assert!(text(&list_help).contains("Show at most this many backups"));
     assert!(text(&top_help).contains("3 refused for safety"));
+    assert!(text(&restore_help).contains("3 refused for safety"));
     assert_exit(&incremental, 2);
     assert!(stderr(&incremental).contains("incremental backups are not available yet"));
 }
