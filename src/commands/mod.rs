@@ -91,8 +91,8 @@ pub fn one_line(e: &dyn std::error::Error) -> String {
 
 pub type Outcome = Result<Value, Failure>;
 
-/// Parses nothing, decides everything: loads the settings the command needs, runs it, prints
-/// the result, and says how the process exits.
+/// Runs a parsed command line: loads only the settings the command needs, runs it, prints the
+/// result (one JSON document with `--json`), and returns the documented exit code.
 pub async fn run(cli: Cli) -> ExitCode {
     let command = cli.command.unwrap_or(Command::Serve);
     let need = match command {
