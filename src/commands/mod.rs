@@ -192,3 +192,37 @@ impl Output {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("database error while {context}: {source}")]
+    struct Embedding {
+        context: &'static str,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let e = Embedding {
+            context: "connecting",
+            source: std::io::Error::other("database \"x\" does not exist"),
+        };
+        assert_eq!(
+            one_line(&e),
+            "database error while connecting: database \"x\" does not exist"
+        );
+        let chained = anyhow::Error::new(std::io::Error::other("refused")).context("connecting");
+        assert_eq!(Failure::from(chained).message(), "connecting: refused");
+    }
+
+    #[test]
+    fn exit_codes_are_the_documented_ones() {
+        assert_eq!(Failure::Failed(String::new()).code(), 1);
+        assert_eq!(Failure::Usage(String::new()).code(), 2);
+        assert_eq!(Failure::Refused(String::new()).code(), 3);
+        assert!(crate::cli::EXIT_CODES.contains("0 ok, 1 failed, 2 usage"));
+    }
+}
