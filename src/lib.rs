@@ -4,7 +4,8 @@
 //! Map of the crate (one concern per module):
 //! - [`settings`]: the validated configuration (environment over an optional TOML file).
 //! - [`telemetry`]: tracing subscriber (env filter, pretty or JSON).
-//! - [`cli`]: the command line (`serve`, `migrate`, `backup`, `restore`, `verify`, `list`, `drill`).
+//! - [`cli`]: the command line (`serve`, `migrate`, `config`, `check`, `backup`, `restore`,
+//!   `verify`, `list`, `info`, `restores`, `drill`) and its exit codes.
 //! - [`startup`]: shared state, router, server life cycle and graceful shutdown.
 //! - [`local_cluster`]: a throwaway PostgreSQL from the installed binaries (no `DATABASE_URL`,
 //!   tests, benchmarks).
@@ -12,7 +13,7 @@
 //! - [`snapshot`]: one exported snapshot shared by every connection of a dump.
 //! - [`backup`]: backup spec and validation, scope selection, the dump pipeline.
 //! - [`restore`]: compatibility check, whole-database and table restores, drills.
-//! - [`commands`]: the operator commands (`backup`, `list`, `verify`, `restore`, `drill`).
+//! - [`commands`]: running a command: settings by need, output (`--json`), progress, exit codes.
 //! - [`catalog`]: tables, columns, keys and sequences from the system catalogs; name validation.
 //! - [`db`]: our tables (`root_data_backups`, `root_data_restores`), migrations, queries.
 //! - [`pg`]: connection info and password files, locating and running `pg_dump`/`pg_restore`.

@@ -19,7 +19,7 @@ use secrecy::{ExposeSecret, SecretString};
 /// Every setting the worker reads, with its meaning. This table drives the README's
 /// configuration section, unknown-key detection in files and `riveredge-backup config`.
 pub const KEYS: &[(&str, &str)] = &[
-    ("DATABASE_URL", "RiverEdge database (backed up, and home of root_data_backups). Unset: a throwaway local PostgreSQL is started from the installed binaries"),
+    ("DATABASE_URL", "RiverEdge database (backed up, and home of root_data_backups). Unset: `serve` starts a throwaway local PostgreSQL from the installed binaries; the data commands stop with exit code 2"),
     ("DATABASE_MAX_CONNECTIONS", "pool size for bookkeeping queries (default 10)"),
     ("BACKUP_STORAGE_DIR", "directory that holds backup artifacts (default ./backups); created 0700"),
     ("BIND_ADDRESS", "address the HTTP server listens on (default 127.0.0.1:3000)"),
@@ -29,14 +29,14 @@ pub const KEYS: &[(&str, &str)] = &[
     ("BACKUP_JOBS", "parallel COPY connections inside one backup or restore (default 2)"),
     ("BACKUP_COMPRESSION_LEVEL", "zstd level for artifacts, 1..=19 (default 3: smaller than pg_dump -Fc at well under half its time; 1 is ~25% faster and ~10% larger)"),
     ("BACKUP_STEP_TIMEOUT_SECS", "upper bound for one dump/restore step (default 6900; Inngest cuts a call at 2 h)"),
-    ("TENANTS_TABLE", "table whose ids are the valid tenant ids (default infra_tenants; empty: do not check)"),
+    ("TENANTS_TABLE", "table whose ids are the valid tenant ids (default infra_tenants); a missing table is an error; empty or none: tenant ids are not checked"),
     ("INNGEST_APP_ID", "Inngest app id; functions are registered as <app id>-<slug> (default riveredge-backup)"),
-    ("INNGEST_DEV", "1 or a dev-server URL: dev mode (no signatures); 0: cloud mode. Default: 1 when DATABASE_URL is unset, else cloud"),
+    ("INNGEST_DEV", "1/true or a dev-server URL: dev mode (no signatures); 0/false: cloud mode; anything else is an error. Default: 1 when DATABASE_URL is unset, else cloud. Only `serve` reads the INNGEST_* settings"),
     ("INNGEST_DEV_ALLOW_REMOTE", "true: allow dev mode (no signature checks) on a non-loopback BIND_ADDRESS; anyone who can reach the port can then run backups and restores (default false)"),
     ("INNGEST_BASE_URL", "Inngest API and event origin, e.g. http://localhost:8288 or http://inngest:8288"),
     ("INNGEST_API_BASE_URL", "Inngest API origin (overrides INNGEST_BASE_URL for /fn/register and /v0)"),
     ("INNGEST_EVENT_API_BASE_URL", "Inngest event origin (overrides INNGEST_BASE_URL for /e/<key>)"),
-    ("INNGEST_SIGNING_KEY", "signing key (signkey-<env>-<hex>); required in cloud mode"),
+    ("INNGEST_SIGNING_KEY", "signing key (signkey-<env>-<hex>); required by `serve` in cloud mode"),
     ("INNGEST_SIGNING_KEY_FALLBACK", "previous signing key, accepted during rotation"),
     ("INNGEST_EVENT_KEY", "event key for sending events"),
     ("INNGEST_ENV", "Inngest branch environment name (sent as X-Inngest-Env)"),
@@ -122,6 +122,9 @@ pub struct InngestSettings {
     pub sync_on_startup: bool,
     /// Dev mode on a non-loopback address (no signature checks reachable from outside).
     pub dev_allow_remote: bool,
+    /// An Inngest server was named (`INNGEST_BASE_URL`, `INNGEST_API_BASE_URL` or a URL in
+    /// `INNGEST_DEV`): `check` then tests that it answers.
+    pub server_configured: bool,
 }
 
 impl fmt::Debug for InngestSettings {
@@ -140,8 +143,19 @@ impl fmt::Debug for InngestSettings {
             .field("serve_path", &self.serve_path)
             .field("streaming", &self.streaming)
             .field("sync_on_startup", &self.sync_on_startup)
+            .field("server_configured", &self.server_configured)
             .finish()
     }
+}
+
+/// What a command needs from the configuration: the operator commands never talk to Inngest or
+/// listen on a port, so problems with those settings must not stop them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// `serve`: everything, Inngest and HTTP included.
+    Serve,
+    /// Operator commands: database, storage, backup settings, logging.
+    Operator,
 }
 
 /// Everything wrong with the configuration, one line per problem.
@@ -161,10 +175,18 @@ impl Settings {
     /// # Errors
     /// Every invalid or missing value, with what to do about it.
     pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        Self::load_for(file, Need::Serve)
+    }
+
+    /// [`Settings::load`] validating only what `need` uses.
+    ///
+    /// # Errors
+    /// See [`Settings::load`].
+    pub fn load_for(file: Option<&Path>, need: Need) -> Result<Self, SettingsError> {
         let env: BTreeMap<String, String> = std::env::vars()
             .filter(|(k, _)| KEYS.iter().any(|(name, _)| name == k))
             .collect();
-        Self::from_sources(&env, file)
+        Self::from_sources_for(&env, file, need)
     }
 
     /// Pure form of [`Settings::load`]: `env` stands for the environment.
@@ -174,6 +196,18 @@ impl Settings {
     pub fn from_sources(
         env: &BTreeMap<String, String>,
         file: Option<&Path>,
+    ) -> Result<Self, SettingsError> {
+        Self::from_sources_for(env, file, Need::Serve)
+    }
+
+    /// [`Settings::from_sources`] validating only what `need` uses.
+    ///
+    /// # Errors
+    /// See [`Settings::load`].
+    pub fn from_sources_for(
+        env: &BTreeMap<String, String>,
+        file: Option<&Path>,
+        need: Need,
     ) -> Result<Self, SettingsError> {
         let mut raw = match file {
             Some(path) => read_file(path)?,
@@ -186,8 +220,9 @@ impl Settings {
         Parser {
             raw,
             problems: Vec::new(),
+            serve_problems: Vec::new(),
         }
-        .parse()
+        .parse(need)
     }
 
     /// The URL the Inngest server must POST step calls to.
@@ -197,6 +232,61 @@ impl Settings {
             self.inngest.serve_origin.trim_end_matches('/'),
             self.inngest.serve_path
         )
+    }
+}
+
+impl Settings {
+    /// The effective value of every documented setting, by its documented name ([`KEYS`]), with
+    /// secrets redacted: what `riveredge-backup config` prints.
+    pub fn documented(&self) -> Vec<(&'static str, String)> {
+        let secret =
+            |s: &Option<SecretString>| if s.is_some() { "[set]" } else { "[unset]" }.to_owned();
+        let opt = |s: &Option<String>| s.clone().unwrap_or_else(|| "[unset]".to_owned());
+        let (b, i) = (&self.backup, &self.inngest);
+        KEYS.iter()
+            .map(|(key, _)| {
+                let value = match *key {
+                    "DATABASE_URL" => self
+                        .database
+                        .url
+                        .as_ref()
+                        .map_or_else(|| "[unset]".to_owned(), |u| redact_url(u.expose_secret())),
+                    "DATABASE_MAX_CONNECTIONS" => self.database.max_connections.to_string(),
+                    "BACKUP_STORAGE_DIR" => self.storage_dir.display().to_string(),
+                    "BIND_ADDRESS" => self.http.bind.to_string(),
+                    "SHUTDOWN_TIMEOUT_SECS" => self.http.shutdown_timeout.as_secs().to_string(),
+                    "PG_BIN_DIR" => opt(&b.pg_bin_dir.as_ref().map(|p| p.display().to_string())),
+                    "BACKUP_MAX_CONCURRENT" => b.max_concurrent.to_string(),
+                    "BACKUP_JOBS" => b.jobs.to_string(),
+                    "BACKUP_COMPRESSION_LEVEL" => b.compression_level.to_string(),
+                    "BACKUP_STEP_TIMEOUT_SECS" => b.step_timeout.as_secs().to_string(),
+                    "TENANTS_TABLE" => b
+                        .tenants_table
+                        .clone()
+                        .unwrap_or_else(|| "none (tenant ids are not checked)".to_owned()),
+                    "INNGEST_APP_ID" => i.app_id.clone(),
+                    "INNGEST_DEV" => if i.dev { "1" } else { "0" }.to_owned(),
+                    "INNGEST_BASE_URL" | "INNGEST_API_BASE_URL" => i.api_base_url.clone(),
+                    "INNGEST_EVENT_API_BASE_URL" => i.event_api_base_url.clone(),
+                    "INNGEST_SIGNING_KEY" => secret(&i.signing_key),
+                    "INNGEST_SIGNING_KEY_FALLBACK" => secret(&i.signing_key_fallback),
+                    "INNGEST_EVENT_KEY" => secret(&i.event_key),
+                    "INNGEST_ENV" => opt(&i.env),
+                    "INNGEST_SERVE_ORIGIN" => i.serve_origin.clone(),
+                    "INNGEST_SERVE_PATH" => i.serve_path.clone(),
+                    "INNGEST_STREAMING" => i.streaming.to_string(),
+                    "INNGEST_SYNC_ON_STARTUP" => i.sync_on_startup.to_string(),
+                    "JWT_SECRET_KEY" => secret(&self.jwt_secret),
+                    "LOG_FORMAT" => match self.log_format {
+                        LogFormat::Pretty => "pretty",
+                        LogFormat::Json => "json",
+                    }
+                    .to_owned(),
+                    _ => "[see README]".to_owned(),
+                };
+                (*key, value)
+            })
+            .collect()
     }
 }
 
@@ -245,6 +335,8 @@ fn read_file(path: &Path) -> Result<BTreeMap<String, String>, SettingsError> {
 struct Parser {
     raw: BTreeMap<String, String>,
     problems: Vec<String>,
+    /// Problems with settings only `serve` reads (HTTP, Inngest): fatal for it alone.
+    serve_problems: Vec<String>,
 }
 
 impl Parser {
@@ -282,8 +374,14 @@ impl Parser {
             Some("1" | "true" | "yes" | "on") => true,
             Some("0" | "false" | "no" | "off") => false,
             Some(other) => {
-                self.problems
-                    .push(format!("{key}={other:?} must be true or false"));
+                self.problems.push(format!(
+                    "{key}={other:?} must be 1, 0, true or false{}",
+                    if key == "INNGEST_DEV" {
+                        ", or the dev server's URL"
+                    } else {
+                        ""
+                    }
+                ));
                 default
             }
         }
@@ -308,8 +406,15 @@ impl Parser {
         }
     }
 
-    fn parse(mut self) -> Result<Settings, SettingsError> {
+    fn parse(mut self, need: Need) -> Result<Settings, SettingsError> {
         let database = self.database();
+        let storage_dir = PathBuf::from(
+            self.get("BACKUP_STORAGE_DIR")
+                .unwrap_or_else(|| "./backups".to_owned()),
+        );
+        let backup = self.backup();
+        // HTTP and Inngest settings report into `problems` too; kept apart below.
+        let general = std::mem::take(&mut self.problems);
         let bind = self.bind();
         let http = HttpSettings {
             bind,
@@ -320,12 +425,8 @@ impl Parser {
                 3600,
             )),
         };
-        let storage_dir = PathBuf::from(
-            self.get("BACKUP_STORAGE_DIR")
-                .unwrap_or_else(|| "./backups".to_owned()),
-        );
-        let backup = self.backup();
         let inngest = self.inngest(database.url.is_none(), bind);
+        self.serve_problems = std::mem::replace(&mut self.problems, general);
         let jwt_secret = self.secret("JWT_SECRET_KEY");
         let log_format = match self
             .get("LOG_FORMAT")
@@ -340,6 +441,9 @@ impl Parser {
                 LogFormat::Pretty
             }
         };
+        if need == Need::Serve {
+            self.problems.append(&mut self.serve_problems);
+        }
         if self.problems.is_empty() {
             Ok(Settings {
                 database,
@@ -388,10 +492,12 @@ impl Parser {
     }
 
     fn backup(&mut self) -> BackupSettings {
-        let tenants_table = match self.raw.get("TENANTS_TABLE") {
+        // Unset means the default table; only an explicit empty value or `none` turns the
+        // check off, so a typo can never silently disable it (the table must then exist).
+        let tenants_table = match self.raw.get("TENANTS_TABLE").map(|s| s.trim()) {
             None => Some("infra_tenants".to_owned()),
-            Some(s) if s.trim().is_empty() => None,
-            Some(s) => Some(s.trim().to_owned()),
+            Some(s) if s.is_empty() || s.eq_ignore_ascii_case("none") => None,
+            Some(s) => Some(s.to_owned()),
         };
         BackupSettings {
             pg_bin_dir: self.get("PG_BIN_DIR").map(PathBuf::from),
@@ -409,23 +515,18 @@ impl Parser {
     }
 
     fn inngest(&mut self, local_database: bool, bind: SocketAddr) -> InngestSettings {
-        // INNGEST_DEV: truthy or a URL selects dev mode; 0/false forces cloud (protocol §1.1).
+        // INNGEST_DEV: true or a URL selects dev mode; false forces cloud (protocol §1.1).
+        // Anything else is an error: `maybe` must not quietly switch signatures off.
         let (dev, dev_url) = match self.get("INNGEST_DEV") {
             None => (local_database, None),
-            Some(v)
-                if matches!(
-                    v.to_ascii_lowercase().as_str(),
-                    "0" | "false" | "no" | "off"
-                ) =>
-            {
-                (false, None)
-            }
             Some(v) if v.starts_with("http://") || v.starts_with("https://") => {
-                (true, Some(v.trim_end_matches('/').to_owned()))
+                (true, self.url("INNGEST_DEV"))
             }
-            Some(_) => (true, None),
+            Some(_) => (self.boolean("INNGEST_DEV", local_database), None),
         };
         let base = self.url("INNGEST_BASE_URL");
+        let server_configured =
+            base.is_some() || dev_url.is_some() || self.get("INNGEST_API_BASE_URL").is_some();
         let default_api = if dev { DEV_SERVER_URL } else { CLOUD_API_URL };
         let default_event = if dev { DEV_SERVER_URL } else { CLOUD_EVENT_URL };
         let api_base_url = self
@@ -504,6 +605,7 @@ impl Parser {
             streaming: self.boolean("INNGEST_STREAMING", false),
             sync_on_startup: self.boolean("INNGEST_SYNC_ON_STARTUP", true),
             dev_allow_remote: self.boolean("INNGEST_DEV_ALLOW_REMOTE", false),
+            server_configured,
         }
     }
 }
@@ -576,6 +678,78 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("INNGEST_SIGNING_KEY is required"), "{text}");
         assert!(text.contains("INNGEST_DEV=1"), "{text}");
+    }
+
+    #[test]
+    fn operator_commands_do_not_need_inngest_settings() {
+        let vars = env(&[("DATABASE_URL", "postgres://u:p@db/riveredge")]);
+        let s = Settings::from_sources_for(&vars, None, Need::Operator).unwrap();
+        assert!(s.database.url.is_some());
+        let err = Settings::from_sources_for(
+            &env(&[
+                ("DATABASE_URL", "postgres://u:p@db/riveredge"),
+                ("BACKUP_JOBS", "0"),
+            ]),
+            None,
+            Need::Operator,
+        )
+        .unwrap_err();
+        assert_eq!(err.problems.len(), 1, "only the backup setting: {err}");
+    }
+
+    #[test]
+    fn inngest_dev_accepts_only_booleans_and_urls() {
+        let err = Settings::from_sources(&env(&[("INNGEST_DEV", "maybe")]), None).unwrap_err();
+        assert!(err.to_string().contains("INNGEST_DEV=\"maybe\""), "{err}");
+        let s = Settings::from_sources(
+            &env(&[
+                ("INNGEST_DEV", "false"),
+                ("INNGEST_SIGNING_KEY", "signkey-test-00ff"),
+            ]),
+            None,
+        )
+        .unwrap();
+        assert!(!s.inngest.dev);
+        assert!(
+            Settings::from_sources(&env(&[("INNGEST_DEV", "true")]), None)
+                .unwrap()
+                .inngest
+                .dev
+        );
+    }
+
+    #[test]
+    fn the_tenant_check_is_turned_off_only_explicitly() {
+        let table = |v: Option<&str>| {
+            let vars = v.map_or_else(|| env(&[]), |v| env(&[("TENANTS_TABLE", v)]));
+            Settings::from_sources(&vars, None)
+                .unwrap()
+                .backup
+                .tenants_table
+        };
+        assert_eq!(table(None).as_deref(), Some("infra_tenants"));
+        assert_eq!(table(Some("tenants")).as_deref(), Some("tenants"));
+        assert_eq!(table(Some("")), None);
+        assert_eq!(table(Some("none")), None);
+    }
+
+    #[test]
+    fn config_lists_every_documented_name_and_no_secret() {
+        let s = Settings::from_sources(
+            &env(&[
+                ("DATABASE_URL", "postgres://app:hunter2@db:5432/riveredge"),
+                ("INNGEST_SIGNING_KEY", "signkey-prod-abcdef0123"),
+                ("JWT_SECRET_KEY", "jwt-secret-value"),
+            ]),
+            None,
+        )
+        .unwrap();
+        let shown = s.documented();
+        assert_eq!(shown.len(), KEYS.len());
+        let text = format!("{shown:?}");
+        for secret in ["hunter2", "abcdef0123", "jwt-secret-value"] {
+            assert!(!text.contains(secret), "{secret} leaked in {text}");
+        }
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use async_compression::tokio::write::ZstdEncoder;
-use async_compression::Level;
+use std::io::Write;
+
 use bytes::Bytes;
 use futures::{Stream, TryStreamExt};
 use sha2::{Digest, Sha256};
@@ -110,6 +110,11 @@ pub struct WrittenTable {
 
 /// Compresses a COPY text stream into `key` (one zstd frame), hashing rows and stored bytes.
 ///
+/// Row hashing and zstd run on a blocking thread of their own, fed through a bounded channel:
+/// at level 19 one block takes a good fraction of a second, and on the async executor that
+/// starved progress reports, Ctrl-C and shutdown for minutes. Dropping this future closes the
+/// channel, and the thread stops after the block it is on.
+///
 /// # Errors
 /// The source stream fails, or storage does (including a full disk); nothing is committed then.
 pub async fn write_table<S>(
@@ -123,53 +128,98 @@ where
     S: Stream<Item = Result<Bytes, sqlx::Error>> + Unpin,
 {
     let object = storage.create(key).await?;
-    let mut encoder = ZstdEncoder::with_quality(
-        Sha256Writer::new(object, progress.clone()),
-        Level::Precise(level),
-    );
-    let mut rows = RowHasher::new();
-    let mut raw_size = 0u64;
+    let mut sink = Sha256Writer::new(object, progress.clone());
+    let (blocks_tx, blocks_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(IN_FLIGHT);
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(IN_FLIGHT);
+    let encoder = tokio::task::spawn_blocking(move || {
+        encode_blocks(blocks_rx, out_tx, level, progress.as_deref())
+    });
     // PostgreSQL sends one CopyData message per row (a few hundred bytes): batching them
-    // before hashing and compressing saves a zstd call, a scan and an atomic per row, which
-    // was most of this loop's CPU.
-    let mut block = Vec::with_capacity(BLOCK);
-    while let Some(chunk) = source.try_next().await? {
-        block.extend_from_slice(&chunk);
-        if block.len() >= BLOCK {
-            raw_size += feed(&mut encoder, &mut rows, &mut block, progress.as_deref()).await?;
+    // before hashing and compressing saves a zstd call, a scan and an atomic per row.
+    let feed = async move {
+        let mut block = Vec::with_capacity(BLOCK);
+        while let Some(chunk) = source.try_next().await? {
+            block.extend_from_slice(&chunk);
+            if block.len() >= BLOCK {
+                let full = std::mem::replace(&mut block, Vec::with_capacity(BLOCK));
+                if blocks_tx.send(full).await.is_err() {
+                    break; // the encoder stopped; its error is reported below
+                }
+            }
         }
-    }
-    raw_size += feed(&mut encoder, &mut rows, &mut block, progress.as_deref()).await?;
-    encoder.shutdown().await?;
-    let entry = commit(encoder.into_inner(), key).await?;
+        if !block.is_empty() {
+            let _ = blocks_tx.send(block).await;
+        }
+        Ok::<(), WriteError>(())
+    };
+    let drain = async {
+        while let Some(compressed) = out_rx.recv().await {
+            sink.write_all(&compressed).await?;
+        }
+        Ok::<(), io::Error>(())
+    };
+    let (fed, drained) = tokio::join!(feed, drain);
+    fed?;
+    drained?;
+    let (raw_size, digest) = encoder
+        .await
+        .map_err(|e| io::Error::other(format!("the compression thread failed: {e}")))??;
+    sink.shutdown().await?;
+    let entry = commit(sink, key).await?;
     Ok(WrittenTable {
         object: entry,
         raw_size,
-        digest: rows.finish(),
+        digest,
     })
 }
 
 /// How much COPY text is gathered before it is hashed and compressed.
 const BLOCK: usize = 256 * 1024;
 
-/// Hashes and compresses one block, counts its rows in `progress`, and empties it.
-async fn feed<W: AsyncWrite + Unpin>(
-    encoder: &mut ZstdEncoder<W>,
-    rows: &mut RowHasher,
-    block: &mut Vec<u8>,
+/// Blocks queued between the COPY reader, the encoder thread and storage: enough to keep each
+/// side busy, few enough that memory stays at a few blocks per table.
+const IN_FLIGHT: usize = 4;
+
+/// The encoder thread: hashes and compresses each block, counts rows in `progress`, and sends
+/// the compressed bytes on. Returns the raw size and the rows' digest at the end of input.
+fn encode_blocks(
+    mut blocks: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    out: tokio::sync::mpsc::Sender<Vec<u8>>,
+    level: i32,
     progress: Option<&Progress>,
-) -> io::Result<u64> {
-    if block.is_empty() {
-        return Ok(0);
+) -> io::Result<(u64, RowDigest)> {
+    let mut encoder = zstd::stream::write::Encoder::new(ChannelWriter { out }, level)?;
+    let mut rows = RowHasher::new();
+    let mut raw_size = 0u64;
+    while let Some(block) = blocks.blocking_recv() {
+        let lines = rows.update(&block);
+        encoder.write_all(&block)?;
+        raw_size += block.len() as u64;
+        if let Some(p) = progress {
+            p.rows.fetch_add(lines, Ordering::Relaxed);
+        }
     }
-    let lines = rows.update(block);
-    encoder.write_all(block).await?;
-    if let Some(p) = progress {
-        p.rows.fetch_add(lines, Ordering::Relaxed);
+    let mut writer = encoder.finish()?;
+    writer.flush()?;
+    Ok((raw_size, rows.finish()))
+}
+
+/// A blocking `Write` that hands each write to the async side; an error once that side is gone.
+struct ChannelWriter {
+    out: tokio::sync::mpsc::Sender<Vec<u8>>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out
+            .blocking_send(buf.to_vec())
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the writer was dropped"))?;
+        Ok(buf.len())
     }
-    let len = block.len() as u64;
-    block.clear();
-    Ok(len)
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Stores `source` as it is (the `pg_dump` custom archive is compressed by nobody: schema only).

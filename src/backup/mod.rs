@@ -234,21 +234,22 @@ fn check_shape(spec: &BackupSpec) -> Result<(), BackupError> {
     }
 }
 
-/// The tenant must be a row of `TENANTS_TABLE` (skipped when unset or the table is absent).
+/// The tenant must be a row of `TENANTS_TABLE`. Only `TENANTS_TABLE=none` skips the check; a
+/// configured table that does not exist is an error, never a silent skip.
 async fn check_tenant_exists(
     state: &AppState,
     catalog: &Catalog,
     tenant: i32,
 ) -> Result<(), BackupError> {
-    let Some(table) = state
-        .settings
-        .backup
-        .tenants_table
-        .as_deref()
-        .and_then(|name| catalog.resolve(name).ok())
-    else {
+    let Some(name) = state.settings.backup.tenants_table.as_deref() else {
         return Ok(());
     };
+    let table = catalog.resolve(name).map_err(|_| {
+        BackupError::Invalid(format!(
+            "TENANTS_TABLE {name} does not exist, so tenant {tenant} cannot be checked; \
+             set TENANTS_TABLE to the table of tenants, or TENANTS_TABLE=none to skip the check"
+        ))
+    })?;
     let exists = crate::tenant::tenant_exists(&state.pool, catalog, &table.to_string(), tenant)
         .await
         .map_err(|e| match e {

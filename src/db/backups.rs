@@ -275,6 +275,29 @@ pub async fn mark_failed(
     transition(db, uuid, done.rows_affected()).await
 }
 
+/// Replaces the message of a failure that `run_id` recorded (an operator's Ctrl-C reads better
+/// as "interrupted" than as the engine's "will be retried").
+///
+/// # Errors
+/// Database errors.
+pub async fn set_failure_message(
+    db: impl PgExecutor<'_>,
+    uuid: &str,
+    run_id: &str,
+    message: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE root_data_backups SET error_message = $3, updated_at = now()
+         WHERE uuid = $1 AND status = 'failed' AND inngest_run_id = $2",
+    )
+    .bind(uuid)
+    .bind(run_id)
+    .bind(message)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// Records a successful re-verification of the artifact.
 ///
 /// # Errors

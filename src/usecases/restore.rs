@@ -563,6 +563,8 @@ async fn apply_new_database(
 
 /// Renames `building` to `name` (and an existing `name` to `kept`) and marks the restore
 /// applied, all in one transaction; a restore applied meanwhile wins and `building` goes.
+/// A session that connects between closing the sessions and the rename makes PostgreSQL refuse
+/// it (`object_in_use`); the swap is tried again a few times before that counts.
 async fn swap_into_place(
     admin: &mut sqlx::PgConnection,
     uuid: Uuid,
@@ -571,13 +573,45 @@ async fn swap_into_place(
     kept: Option<&str>,
     rows: &Value,
 ) -> Result<Value, RestoreRequestError> {
+    const TRIES: u32 = 5;
+    let mut tried = 0;
+    loop {
+        tried += 1;
+        match swap_once(admin, uuid, building, name, kept, rows).await {
+            Err(RestoreRequestError::Database { source, .. })
+                if tried < TRIES
+                    && source
+                        .as_database_error()
+                        .and_then(|e| e.code())
+                        .is_some_and(|c| c == "55006") =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(tried))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// One attempt of [`swap_into_place`].
+async fn swap_once(
+    admin: &mut sqlx::PgConnection,
+    uuid: Uuid,
+    building: &str,
+    name: &str,
+    kept: Option<&str>,
+    rows: &Value,
+) -> Result<Value, RestoreRequestError> {
     use crate::pg::quote_ident;
-    // Sessions the load left behind would block the rename.
-    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
-        .bind(building)
+    // A rename needs the database to itself: sessions the load left behind, and (replace)
+    // the sessions of the database being replaced, which reconnect to the restored one.
+    let names: Vec<&str> = std::iter::once(building)
+        .chain(kept.map(|_| name))
+        .collect();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ANY($1) AND pid <> pg_backend_pid()")
+        .bind(&names)
         .execute(&mut *admin)
         .await
-        .map_err(db("closing the restored database's sessions"))?;
+        .map_err(db("closing the databases' sessions"))?;
     let mut tx = admin.begin().await.map_err(db("starting the swap"))?;
     let row = restore_rows::lock_for_apply(&mut tx, uuid)
         .await

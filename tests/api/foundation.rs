@@ -134,13 +134,18 @@ fn docker_compose_wires_postgres_inngest_and_the_worker() {
         .unwrap();
     let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
     let services = &doc["services"];
-    assert!(services["postgres"]["image"]
-        .as_str()
-        .unwrap()
-        .starts_with("postgres:15"));
-    assert_eq!(
-        services["inngest"]["image"].as_str(),
-        Some("inngest/inngest")
+    let postgres = services["postgres"]["image"].as_str().unwrap();
+    assert!(
+        postgres.starts_with("postgres:15.") && postgres.len() > "postgres:15.".len(),
+        "postgres is pinned to a minor release: {postgres}"
+    );
+    let inngest = services["inngest"]["image"].as_str().unwrap();
+    let tag = inngest
+        .strip_prefix("inngest/inngest:v")
+        .unwrap_or_default();
+    assert!(
+        tag.split('.').count() == 3 && tag.split('.').all(|p| p.parse::<u32>().is_ok()),
+        "the Inngest image is pinned to a version tag: {inngest}"
     );
     assert_eq!(
         services["inngest"]["command"].as_str(),
@@ -167,12 +172,52 @@ fn docker_compose_wires_postgres_inngest_and_the_worker() {
         volume.ends_with(env["BACKUP_STORAGE_DIR"].as_str().unwrap()),
         "backups live on a volume"
     );
+    let health = worker["healthcheck"]["test"]
+        .as_sequence()
+        .map(|t| {
+            t.iter()
+                .filter_map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default();
+    assert!(health.contains("/health"), "worker healthcheck: {health}");
     let dockerfile =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
     assert!(
         dockerfile.contains("postgresql-client-${PG_MAJOR}"),
         "the image carries pg_dump of the server's major version"
     );
+    assert!(dockerfile.contains("HEALTHCHECK") && dockerfile.contains("/health"));
+    let toolchain =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/rust-toolchain.toml"))
+            .unwrap();
+    let channel = toolchain
+        .lines()
+        .find_map(|l| l.strip_prefix("channel = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap();
+    assert!(
+        dockerfile.contains(&format!("FROM rust:{channel}-")),
+        "the build image is the pinned toolchain"
+    );
+    assert!(
+        dockerfile.contains("rustup component add rustfmt clippy"),
+        "the toolchain file's components are in the image"
+    );
+    let stub_build = dockerfile.find("COPY Cargo.toml Cargo.lock").unwrap();
+    assert!(
+        stub_build < dockerfile.find("COPY . .").unwrap(),
+        "dependencies are built in a layer of their own before the sources are copied"
+    );
+    let ignore =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.dockerignore")).unwrap();
+    for excluded in ["target/", ".git/", "backups/"] {
+        assert!(
+            ignore.lines().any(|l| l.trim() == excluded),
+            "{excluded} stays out of the build context"
+        );
+    }
 }
 
 #[tokio::test]

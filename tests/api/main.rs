@@ -5,6 +5,7 @@ mod helpers;
 
 mod awkward;
 mod backup;
+mod cli;
 mod completeness;
 mod consistency;
 mod e2e_backup;
