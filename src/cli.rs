@@ -35,7 +35,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the worker (Inngest endpoint, health, REST API); the default.
+    /// Serve the worker (Inngest endpoint, health, REST API); the default. The REST API
+    /// (/api/v1/core/data-backups, /api/openapi.json) needs JWT_SECRET_KEY.
     Serve,
     /// Apply the database migrations and exit.
     #[command(after_help = EXIT_CODES)]

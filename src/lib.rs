@@ -6,6 +6,9 @@
 //! - [`telemetry`]: tracing subscriber (env filter, pretty or JSON).
 //! - [`cli`]: the command line (`serve`, `migrate`, `config`, `check`, `backup`, `restore`,
 //!   `verify`, `list`, `info`, `restores`, `drill`) and its exit codes.
+//! - [`api`]: the REST API of the RiverEdge backup page (JWT auth, tenant isolation, zip
+//!   downloads, OpenAPI).
+//! - [`policy`]: the backup policy (retention, schedules) and where it is stored.
 //! - [`startup`]: shared state, router, server life cycle and graceful shutdown.
 //! - [`local_cluster`]: a throwaway PostgreSQL from the installed binaries (no `DATABASE_URL`,
 //!   tests, benchmarks).
@@ -22,6 +25,7 @@
 //!
 //! The protocol itself lives in the separate `inngest` crate, which knows nothing of backups.
 
+pub mod api;
 pub mod artifact;
 pub mod backup;
 pub mod catalog;
@@ -31,6 +35,7 @@ pub mod db;
 pub mod jobs;
 pub mod local_cluster;
 pub mod pg;
+pub mod policy;
 pub mod restore;
 pub mod retry;
 pub mod settings;

@@ -45,6 +45,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("INNGEST_STREAMING", "true: answer step calls with 201 + keep-alive bytes, so long dumps survive proxies' idle timeouts (default false, as in the official SDKs)"),
     ("INNGEST_SYNC_ON_STARTUP", "register with the Inngest server at start-up, retried with backoff (default true)"),
     ("JWT_SECRET_KEY", "RiverEdge's HS256 secret for the REST API's bearer tokens"),
+    ("API_CORS_ORIGINS", "comma-separated browser origins allowed to call the REST API, e.g. https://riveredge.example.com (default: none, same-origin only)"),
     ("LOG_FORMAT", "pretty or json (default pretty); filter with RUST_LOG"),
 ];
 
@@ -58,6 +59,8 @@ pub struct Settings {
     pub inngest: InngestSettings,
     /// RiverEdge's `JWT_SECRET_KEY`; the REST API refuses every request while it is unset.
     pub jwt_secret: Option<SecretString>,
+    /// Origins the REST API answers CORS preflights for (`API_CORS_ORIGINS`); empty: none.
+    pub api_cors_origins: Vec<String>,
     pub log_format: LogFormat,
 }
 
@@ -406,6 +409,25 @@ impl Parser {
         }
     }
 
+    /// A comma-separated list of origins (`scheme://host[:port]`, no path).
+    fn origins(&mut self, key: &str) -> Vec<String> {
+        let Some(text) = self.get(key) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for origin in text.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            match url::Url::parse(origin) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.path() == "/" => {
+                    out.push(origin.trim_end_matches('/').to_owned());
+                }
+                _ => self.problems.push(format!(
+                    "{key}: {origin:?} must be an origin such as https://riveredge.example.com"
+                )),
+            }
+        }
+        out
+    }
+
     fn parse(mut self, need: Need) -> Result<Settings, SettingsError> {
         let database = self.database();
         let storage_dir = PathBuf::from(
@@ -428,6 +450,7 @@ impl Parser {
         let inngest = self.inngest(database.url.is_none(), bind);
         self.serve_problems = std::mem::replace(&mut self.problems, general);
         let jwt_secret = self.secret("JWT_SECRET_KEY");
+        let api_cors_origins = self.origins("API_CORS_ORIGINS");
         let log_format = match self
             .get("LOG_FORMAT")
             .map(|s| s.to_ascii_lowercase())
@@ -452,6 +475,7 @@ impl Parser {
                 backup,
                 inngest,
                 jwt_secret,
+                api_cors_origins,
                 log_format,
             })
         } else {

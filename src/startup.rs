@@ -13,6 +13,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::local_cluster::{ClusterOptions, LocalCluster};
@@ -131,17 +132,27 @@ impl AppState {
 pub fn router(state: AppState, inngest: Router) -> Router {
     Router::new()
         .route("/health", get(health))
-        .with_state(state)
+        .with_state(state.clone())
         .merge(inngest)
+        .merge(crate::api::router(state))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             let route = req
                 .extensions()
                 .get::<axum::extract::MatchedPath>()
                 .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
             let query = req.uri().query().unwrap_or("");
+            // Set by the layer outside this one: ties every log line of a request to the id
+            // the client gets back in `x-request-id`.
+            let request_id = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             // Inngest's fnId/stepId make step calls traceable in logs; they carry no secrets.
-            tracing::info_span!("request", method = %req.method(), route = %route, query = %query)
+            tracing::info_span!("request", method = %req.method(), route = %route, query = %query, request_id = %request_id)
         }))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {

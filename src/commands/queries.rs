@@ -55,17 +55,13 @@ pub async fn restores(
     limit: i64,
 ) -> Result<Vec<RestoreRow>, sqlx::Error> {
     // language=PostgreSQL
-    sqlx::query_as(
-        "SELECT uuid::text AS uuid, tenant_id, backup_uuid::text AS backup_uuid, restore_scope,
-                target_database, restore_tables, status, inngest_run_id,
-                safety_backup_uuid::text AS safety_backup_uuid, rows_per_table, started_at,
-                completed_at, error_message, created_at, applied_at, heartbeat_at,
-                replaced_database
-         FROM root_data_restores
+    sqlx::query_as(&format!(
+        "SELECT {} FROM root_data_restores
          WHERE ($1::int IS NULL OR tenant_id = $1)
-           AND ($2::text IS NULL OR backup_uuid::text = $2)
+           AND ($2::text IS NULL OR backup_uuid = $2)
          ORDER BY created_at DESC, id DESC LIMIT $3",
-    )
+        crate::db::restores::COLUMNS
+    ))
     .bind(tenant)
     .bind(backup_uuid)
     .bind(limit)

@@ -5,6 +5,7 @@
 //! `query!`: every one of them runs against a real PostgreSQL in the test suite, and CI does not
 //! need `sqlx-cli` or an offline query cache to build.
 
+pub mod api;
 pub mod backups;
 pub mod restores;
 
@@ -21,6 +22,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub const OWN_TABLES: &[&str] = &[
     "root_data_backups",
     "root_data_restores",
+    "root_data_backup_policy",
     "_sqlx_migrations",
 ];
 

@@ -58,7 +58,8 @@ pub struct NewRestore {
     pub tables: Option<Vec<String>>,
 }
 
-const COLUMNS: &str = "uuid, tenant_id, backup_uuid, restore_scope, target_database, restore_tables, status, \
+/// The columns of [`RestoreRow`], for every query that reads one.
+pub const COLUMNS: &str = "uuid, tenant_id, backup_uuid, restore_scope, target_database, restore_tables, status, \
      inngest_run_id, safety_backup_uuid, rows_per_table, started_at, completed_at, error_message, created_at, \
      applied_at, heartbeat_at, replaced_database";
 

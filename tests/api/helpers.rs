@@ -333,8 +333,10 @@ pub fn sha256_file(path: &std::path::Path) -> String {
 /// Every table's oracle checksum in `pool` (schema public), for before/after comparisons.
 pub async fn all_checksums(pool: &PgPool) -> std::collections::BTreeMap<String, (i64, String)> {
     let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' AND tablename NOT IN ('root_data_backups', 'root_data_restores', '_sqlx_migrations') ORDER BY 1",
+        // The worker's own tables are never part of the data (db::OWN_TABLES).
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' AND tablename <> ALL($1) ORDER BY 1",
     )
+    .bind(riveredge_backup::db::OWN_TABLES)
     .fetch_all(pool)
     .await
     .unwrap();

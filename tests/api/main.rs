@@ -13,5 +13,7 @@ mod e2e_restore;
 mod exactly_once;
 mod foundation;
 mod kill;
+mod rest;
+mod rest_download;
 mod restore;
 mod tenant;

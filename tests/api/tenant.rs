@@ -71,8 +71,9 @@ fn tenant_filter(table: &str, n: i32) -> String {
 async fn public_tables(pool: &PgPool) -> Vec<String> {
     sqlx::query_scalar(
         "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'
-           AND tablename NOT IN ('root_data_backups', 'root_data_restores', '_sqlx_migrations') ORDER BY 1",
+           AND tablename <> ALL($1) ORDER BY 1",
     )
+    .bind(riveredge_backup::db::OWN_TABLES)
     .fetch_all(pool)
     .await
     .unwrap()
