@@ -45,6 +45,16 @@ pub struct BackupRow {
     pub rows_written: i64,
     pub progress_updated_at: Option<DateTime<Utc>>,
     pub verified_at: Option<DateTime<Utc>>,
+    /// The backup an incremental builds on; `None` for a full.
+    pub parent_uuid: Option<String>,
+    /// The full at the root of this backup's chain (a full names itself; `None` before chains).
+    pub chain_uuid: Option<String>,
+    /// Snapshot position (xmin/xmax as xid8, system identifier, timeline) for the next incremental.
+    pub position: Option<serde_json::Value>,
+    /// Why an incremental request was taken as a full.
+    pub fallback_reason: Option<String>,
+    /// The cron tick a scheduled backup belongs to.
+    pub scheduled_for: Option<DateTime<Utc>>,
 }
 
 /// A backup to be taken.
