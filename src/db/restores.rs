@@ -33,6 +33,12 @@ pub struct RestoreRow {
     pub heartbeat_at: Option<chrono::DateTime<chrono::Utc>>,
     /// The old database a whole-database `replace` kept under another name.
     pub replaced_database: Option<String>,
+    /// A preview: computes what the restore would do and changes nothing.
+    pub dry_run: bool,
+    /// Per-table inserts/updates/deletes and sequence moves, planned (dry run) or done.
+    pub preview: Option<Value>,
+    /// A clone: the backup's tenant is restored as this tenant id.
+    pub target_tenant_id: Option<i32>,
 }
 
 /// The result of trying to start (or continue) a restore run.
@@ -61,7 +67,7 @@ pub struct NewRestore {
 /// The columns of [`RestoreRow`], for every query that reads one.
 pub const COLUMNS: &str = "uuid, tenant_id, backup_uuid, restore_scope, target_database, restore_tables, status, \
      inngest_run_id, safety_backup_uuid, rows_per_table, started_at, completed_at, error_message, created_at, \
-     applied_at, heartbeat_at, replaced_database";
+     applied_at, heartbeat_at, replaced_database, dry_run, preview, target_tenant_id";
 
 /// Longest error message kept; the rest is in the logs.
 const MAX_ERROR: usize = 4000;
