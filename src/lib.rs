@@ -1,27 +1,38 @@
 //! riveredge-backup: durable, verified, tenant-aware PostgreSQL backups for RiverEdge, run as an
 //! Inngest app.
 //!
-//! Map of the crate (one concern per module):
-//! - [`settings`]: the validated configuration (environment over an optional TOML file).
-//! - [`telemetry`]: tracing subscriber (env filter, pretty or JSON).
-//! - [`cli`]: the command line (`serve`, `migrate`, `config`, `check`, `backup`, `restore`,
-//!   `verify`, `list`, `info`, `restores`, `drill`) and its exit codes.
+//! Map of the crate, by layer (a layer calls only the layers below it):
+//!
+//! Entry points (adapters: parse, authorize, map errors; no backup logic):
+//! - [`jobs`]: the Inngest functions (`backup/execute`, restore, crons): each step calls a use
+//!   case and maps its error to retriable or final once.
 //! - [`api`]: the REST API of the RiverEdge backup page (JWT auth, tenant isolation, zip
 //!   downloads, OpenAPI).
-//! - [`policy`]: the backup policy (retention, schedules) and where it is stored.
+//! - [`cli`] and [`commands`]: the command line (`serve`, `migrate`, `config`, `check`,
+//!   `backup`, `restore`, `verify`, `list`, `info`, `restores`, `drill`), settings by need,
+//!   `--json` output, progress, exit codes.
 //! - [`startup`]: shared state, router, server life cycle and graceful shutdown.
-//! - [`local_cluster`]: a throwaway PostgreSQL from the installed binaries (no `DATABASE_URL`,
-//!   tests, benchmarks).
-//! - [`artifact`]: the backup format: manifest, streaming writer, verifying reader, verify.
-//! - [`snapshot`]: one exported snapshot shared by every connection of a dump.
+//!
+//! Use cases (exactly-once outcomes under at-least-once delivery):
+//! - [`usecases`]: claim → work → guarded finish/fail for backups and restores, heartbeats, and
+//!   the reaper that fails dead work and sweeps what it left behind.
+//! - [`retry`]: the one rule for which errors are transient.
+//! - [`policy`]: the backup policy (retention, schedules) and where it is stored.
+//!
+//! Engines (one operation each, knowing nothing of Inngest or HTTP):
 //! - [`backup`]: backup spec and validation, scope selection, the dump pipeline.
-//! - [`restore`]: compatibility check, whole-database and table restores, drills.
-//! - [`commands`]: running a command: settings by need, output (`--json`), progress, exit codes.
+//! - [`restore`]: compatibility check, whole-database and table restores, sequences, drills.
+//! - [`tenant`]: which rows belong to a tenant (through foreign keys too) and live tenant restore.
+//! - [`snapshot`]: one exported snapshot shared by every connection of a dump.
 //! - [`catalog`]: tables, columns, keys and sequences from the system catalogs; name validation.
+//!
+//! Storage and PostgreSQL:
+//! - [`artifact`]: the backup format: manifest, streaming writer, verifying reader, verify.
+//! - [`storage`]: artifact storage (atomic objects under validated keys; local directory).
 //! - [`db`]: our tables (`root_data_backups`, `root_data_restores`), migrations, queries.
 //! - [`pg`]: connection info and password files, locating and running `pg_dump`/`pg_restore`.
-//! - [`storage`]: artifact storage (atomic objects under validated keys; local directory).
-//! - [`tenant`]: which rows belong to a tenant (through foreign keys too) and live tenant restore.
+//! - [`local_cluster`]: a throwaway PostgreSQL from the installed binaries (tests, benchmarks).
+//! - [`settings`] and [`telemetry`]: the validated configuration; tracing.
 //!
 //! The protocol itself lives in the separate `inngest` crate, which knows nothing of backups.
 
