@@ -15,5 +15,6 @@ mod foundation;
 mod kill;
 mod rest;
 mod rest_download;
+mod restart;
 mod restore;
 mod tenant;
