@@ -8,6 +8,7 @@
 //!   `verify`, `list`, `info`, `restores`, `drill`) and its exit codes.
 //! - [`api`]: the REST API of the RiverEdge backup page (JWT auth, tenant isolation, zip
 //!   downloads, OpenAPI).
+//! - [`page`]: the backup page at `/backups/` (embedded HTML/CSS/JS over the REST API; CSP).
 //! - [`policy`]: the backup policy (retention, schedules) and where it is stored.
 //! - [`startup`]: shared state, router, server life cycle and graceful shutdown.
 //! - [`local_cluster`]: a throwaway PostgreSQL from the installed binaries (no `DATABASE_URL`,
@@ -34,6 +35,7 @@ pub mod commands;
 pub mod db;
 pub mod jobs;
 pub mod local_cluster;
+pub mod page;
 pub mod pg;
 pub mod policy;
 pub mod restore;
