@@ -87,7 +87,14 @@ mod tests {
         assert!(!INDEX_HTML.contains("<style"), "inline style element");
         assert!(!INDEX_HTML.contains("http://") && !INDEX_HTML.contains("https://"));
         assert!(INDEX_HTML.contains(r#"src="app.js""#));
-        assert!(!APP_JS.contains("innerHTML"), "no HTML injection sinks");
+        for sink in [
+            ".innerHTML",
+            ".outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+        ] {
+            assert!(!APP_JS.contains(sink), "no HTML parsing of data: {sink}");
+        }
         assert!(!APP_JS.contains("eval("));
     }
 }

@@ -15,7 +15,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::rest::{insert_backup, tenant_admin, Api, BASE};
+use crate::rest::{insert_backup, platform_admin, tenant_admin, Api, BASE};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -25,6 +25,10 @@ const PATIENCE: Duration = Duration::from_secs(30);
 /// One chromedriver on a free port and one browser session with a fresh profile.
 struct Browser {
     client: Client,
+    /// chromedriver's port and our session on it, to end the session (and so the browser)
+    /// if the test panics: killing chromedriver alone would leave Chromium running.
+    port: u16,
+    session: Option<String>,
     driver: tokio::process::Child,
     downloads: tempfile::TempDir,
     _profile: tempfile::TempDir,
@@ -92,8 +96,11 @@ impl Browser {
             .connect(&url)
             .await
             .expect("a chromium session over chromedriver");
+        let session = client.session_id().await.ok().flatten();
         Self {
             client,
+            port,
+            session,
             driver,
             downloads,
             _profile: profile,
@@ -101,7 +108,8 @@ impl Browser {
     }
 
     async fn stop(mut self) {
-        let _ = self.client.close().await;
+        let _ = self.client.clone().close().await;
+        self.session = None;
         let _ = self.driver.kill().await;
     }
 
@@ -195,6 +203,25 @@ impl Browser {
             .await
             .unwrap();
         serde_json::from_value(v).unwrap()
+    }
+}
+
+impl Drop for Browser {
+    /// A failed test still closes its browser: `DELETE /session/{id}` (plain HTTP/1.0, as
+    /// `Drop` cannot await), then chromedriver is killed (`kill_on_drop`).
+    fn drop(&mut self) {
+        use std::io::{Read, Write};
+        let Some(session) = self.session.take() else {
+            return;
+        };
+        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let _ = write!(
+                stream,
+                "DELETE /session/{session} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+            );
+            let _ = stream.read_to_end(&mut Vec::new());
+        }
     }
 }
 
@@ -458,6 +485,41 @@ async fn a_tenant_admin_backs_up_restores_downloads_and_deletes_in_the_browser()
         .log_in(&api.app.url("/backups/"), &tenant_admin(2))
         .await;
     assert_eq!(browser.row_uuids().await, vec![theirs.clone()]);
+    assert!(
+        browser.text("#open-policy").await.is_empty(),
+        "no policy editor for tenants"
+    );
+
+    // A platform admin sees every tenant's backups, the tenant column, and edits the policy.
+    browser.click("#logout").await;
+    browser.visible("the login box", "#token").await;
+    browser
+        .log_in(&api.app.url("/backups/"), &platform_admin())
+        .await;
+    let all = browser.row_uuids().await;
+    assert!(all.contains(&theirs) && all.contains(&running), "{all:?}");
+    browser.visible("the tenant column", "th.col-tenant").await;
+    browser.click("#open-policy").await;
+    let min_keep = browser.css("#p-min_keep").await;
+    min_keep.clear().await.unwrap();
+    min_keep.send_keys("5").await.unwrap();
+    browser.click("#policy-submit").await;
+    browser
+        .until(
+            "the policy saved notice",
+            "return document.getElementById('notice').textContent === 'Policy saved';",
+            vec![],
+        )
+        .await;
+    let (_, policy) = api
+        .call(
+            Method::GET,
+            &format!("{BASE}/policy"),
+            &platform_admin(),
+            None,
+        )
+        .await;
+    assert_eq!(policy["min_keep"], 5, "{policy}");
 
     for png in [list_png, detail_png, dialog_png, preview_png] {
         assert!(std::fs::metadata(&png).unwrap().len() > 10_000, "{png:?}");
