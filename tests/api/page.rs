@@ -521,6 +521,62 @@ async fn a_tenant_admin_backs_up_restores_downloads_and_deletes_in_the_browser()
         .await;
     assert_eq!(policy["min_keep"], 5, "{policy}");
 
+    // Scope `table` offers the table picker (never the worker's own tables).
+    browser.click("#open-create").await;
+    browser
+        .css("#c-name")
+        .await
+        .send_keys("users only")
+        .await
+        .unwrap();
+    browser
+        .css("#c-scope")
+        .await
+        .select_by_value("table")
+        .await
+        .unwrap();
+    browser
+        .css("#c-table-list input[value='public.core_users']")
+        .await;
+    let offered = browser.text("#c-table-list").await;
+    assert!(offered.contains("public.core_departments"), "{offered}");
+    assert!(!offered.contains("root_data_backups"), "{offered}");
+    browser
+        .css("#c-table-filter")
+        .await
+        .send_keys("core_us")
+        .await
+        .unwrap();
+    browser
+        .until(
+            "the filter to narrow the picker",
+            "return !document.querySelector(\"#c-table-list input[value='public.core_departments']\");",
+            vec![],
+        )
+        .await;
+    browser
+        .click("#c-table-list input[value='public.core_users']")
+        .await;
+    browser.click("#create-submit").await;
+    browser
+        .until(
+            "the table backup in the list",
+            "return [...document.querySelectorAll('#rows tr [data-action=open]')]
+                 .some(b => b.textContent === 'users only');",
+            vec![],
+        )
+        .await;
+    let (scope, tables): (String, Vec<String>) = sqlx::query_as(
+        "SELECT backup_scope, backup_tables FROM root_data_backups WHERE name = 'users only'",
+    )
+    .fetch_one(&api.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (scope.as_str(), tables),
+        ("table", vec!["public.core_users".to_owned()])
+    );
+
     for png in [list_png, detail_png, dialog_png, preview_png] {
         assert!(std::fs::metadata(&png).unwrap().len() > 10_000, "{png:?}");
     }

@@ -314,6 +314,12 @@
       if (quiet) throw e;
       return;
     }
+    const pages = Math.max(1, Math.ceil((data.total || 0) / list.pageSize));
+    if (list.page > pages) {
+      // The last page emptied (deletes, a narrower filter): show the new last page.
+      list.page = pages;
+      return loadList(quiet);
+    }
     const json = JSON.stringify(data);
     list.items = data.items || [];
     list.total = data.total || 0;
