@@ -207,8 +207,9 @@ impl Browser {
 }
 
 impl Drop for Browser {
-    /// A failed test still closes its browser: `DELETE /session/{id}` (plain HTTP/1.0, as
-    /// `Drop` cannot await), then chromedriver is killed (`kill_on_drop`).
+    /// A failed test still closes its browser: `DELETE /session/{id}` by hand (`Drop` cannot
+    /// await; chromedriver answers once the browser quit), then chromedriver is killed
+    /// (`kill_on_drop`).
     fn drop(&mut self) {
         use std::io::{Read, Write};
         let Some(session) = self.session.take() else {
@@ -218,9 +219,11 @@ impl Drop for Browser {
             let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
             let _ = write!(
                 stream,
-                "DELETE /session/{session} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+                "DELETE /session/{session} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\
+                 Content-Length: 0\r\n\r\n",
+                self.port
             );
-            let _ = stream.read_to_end(&mut Vec::new());
+            let _ = stream.read(&mut [0; 256]);
         }
     }
 }
