@@ -327,6 +327,24 @@ async fn a_tenant_admin_backs_up_restores_downloads_and_deletes_in_the_browser()
         .await;
     let list_png = browser.screenshot("list.png").await;
 
+    // Live progress: what the worker reports shows up without a reload.
+    sqlx::query(
+        "UPDATE root_data_backups SET bytes_written = 99 * 1024 * 1024, progress_updated_at = now()
+         WHERE uuid = $1",
+    )
+    .bind(&running)
+    .execute(&api.db.pool)
+    .await
+    .unwrap();
+    browser
+        .until(
+            "the running backup's progress to move",
+            "const p = document.querySelector(`[data-progress='${arguments[0]}']`);
+             return !!p && p.textContent.startsWith('99.0 MB');",
+            vec![json!(running)],
+        )
+        .await;
+
     // Detail: manifest summary from the artifact, chain, no restores yet.
     browser
         .click(&format!("{row} [data-action='detail']"))
