@@ -11,6 +11,7 @@
 //! - [`cli`] and [`commands`]: the command line (`serve`, `migrate`, `config`, `check`,
 //!   `backup`, `restore`, `verify`, `list`, `info`, `restores`, `drill`), settings by need,
 //!   `--json` output, progress, exit codes.
+//! - [`page`]: the backup page at `/backups/` (embedded HTML/CSS/JS over the REST API; CSP).
 //! - [`startup`]: shared state, router, server life cycle and graceful shutdown.
 //!
 //! Use cases (exactly-once outcomes under at-least-once delivery):
@@ -45,6 +46,7 @@ pub mod commands;
 pub mod db;
 pub mod jobs;
 pub mod local_cluster;
+pub mod page;
 pub mod pg;
 pub mod policy;
 pub mod restore;

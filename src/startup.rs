@@ -135,6 +135,7 @@ pub fn router(state: AppState, inngest: Router) -> Router {
         .with_state(state.clone())
         .merge(inngest)
         .merge(crate::api::router(state))
+        .merge(crate::page::router())
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             let route = req
                 .extensions()

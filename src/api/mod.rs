@@ -9,6 +9,7 @@
 //! | `GET /{uuid}/download` · `GET /{uuid}/files/{path}` | one zip of the artifact · one file |
 //! | `GET /restores` · `GET /restores/{uuid}` | restores |
 //! | `GET` · `PUT /policy` | retention and schedules (platform admins) |
+//! | `GET /tables` | the tables a `table`-scope backup may name (the page's picker) |
 //!
 //! Plus `GET /api/openapi.json`. Every route authenticates with RiverEdge's bearer token
 //! ([`auth`]); a tenant admin reaches only the tenant's rows, and any other uuid is a 404.
@@ -20,6 +21,7 @@ pub mod error;
 pub mod openapi;
 pub mod policy;
 pub mod restores;
+pub mod tables;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,6 +122,7 @@ pub fn router(state: AppState) -> Router {
     let cors = cors(&state.app.settings.api_cors_origins);
     let json_routes = Router::new()
         .route("/", get(backups::list).post(backups::create))
+        .route("/tables", get(tables::list))
         .route("/restores", get(restores::list))
         .route("/restores/{uuid}", get(restores::detail))
         .route("/policy", get(policy::get_policy).put(policy::put_policy))

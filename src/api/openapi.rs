@@ -8,7 +8,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{backups, download, policy, restores};
+use super::{backups, download, policy, restores, tables};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,12 +24,13 @@ use super::{backups, download, policy, restores};
         backups::create, backups::list, backups::detail, backups::delete,
         restores::create, restores::list, restores::detail,
         download::download, download::file,
-        policy::get_policy, policy::put_policy,
+        policy::get_policy, policy::put_policy, tables::list,
     ),
     components(schemas(
         backups::BackupView, backups::BackupDetail, backups::Progress, backups::Chain,
         backups::CreateBackup, restores::RestoreView, restores::CreateRestore,
         restores::RestoreStarted, crate::policy::BackupPolicy,
+        tables::TableList, tables::TableInfo,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

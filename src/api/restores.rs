@@ -42,6 +42,12 @@ pub struct RestoreView {
     pub completed_at: Option<DateTime<Utc>>,
     pub error_message: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// A preview: computes what the restore would do and changes nothing.
+    pub dry_run: bool,
+    /// `{"tables": [{table, insert, update, delete}], "sequences": [{sequence, from, to}]}`:
+    /// planned (dry run) or done.
+    #[schema(value_type = Option<Object>)]
+    pub preview: Option<Value>,
 }
 
 impl From<RestoreRow> for RestoreView {
@@ -61,6 +67,8 @@ impl From<RestoreRow> for RestoreView {
             completed_at: r.completed_at,
             error_message: r.error_message,
             created_at: r.created_at,
+            dry_run: r.dry_run,
+            preview: r.preview,
         }
     }
 }

@@ -452,8 +452,9 @@ async fn refused_targets_create_nothing() {
         .execute_script("CREATE TABLE precious (id int); INSERT INTO precious VALUES (1);")
         .await;
     let backups_before = count(&db, "SELECT count(*) FROM root_data_backups").await;
-    let databases_before = count(&db, "SELECT count(*) FROM pg_database").await;
-
+    // Other tests create databases on the shared cluster meanwhile: look for the names this
+    // worker would have made (each request names its restore uuid, the build database's name).
+    let mut requested = Vec::new();
     for target in [
         "postgres",
         "template1",
@@ -461,13 +462,15 @@ async fn refused_targets_create_nothing() {
         db.name.as_str(),
         &occupied,
     ] {
+        let restore_uuid = uuid::Uuid::new_v4();
         let run = app
             .run(
                 RESTORE,
                 "backup/restore",
-                json!({"backup_uuid": backup, "target_database": target}),
+                json!({"backup_uuid": backup, "target_database": target, "restore_uuid": restore_uuid}),
             )
             .await;
+        requested.push(restore_uuid);
         let error = assert_failed(&run).to_string();
         assert!(
             run.calls.iter().all(|c| c.attempt == 0),
@@ -484,9 +487,24 @@ async fn refused_targets_create_nothing() {
         backups_before,
         "no safety backup"
     );
+    for uuid in requested {
+        let building = format!("rbk_build_{}", &uuid.simple().to_string()[..12]);
+        assert!(
+            !crate::helpers::database_exists(&building).await,
+            "{building}"
+        );
+    }
     assert_eq!(
-        count(&db, "SELECT count(*) FROM pg_database").await,
-        databases_before
+        count(
+            &db,
+            &format!(
+                "SELECT count(*) FROM pg_database WHERE datname LIKE '{occupied}%' OR datname LIKE '{}_old_%'",
+                db.name
+            )
+        )
+        .await,
+        1,
+        "no database built, renamed or kept aside"
     );
     assert_eq!(
         count(&other, "SELECT count(*) FROM precious").await,

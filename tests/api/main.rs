@@ -13,6 +13,7 @@ mod e2e_restore;
 mod exactly_once;
 mod foundation;
 mod kill;
+mod page;
 mod rest;
 mod rest_download;
 mod restart;

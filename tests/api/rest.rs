@@ -208,6 +208,7 @@ fn routes(uuid: &str) -> Vec<(Method, String, Option<Value>)> {
         (Method::GET, format!("{BASE}/restores/{uuid}"), None),
         (Method::GET, format!("{BASE}/policy"), None),
         (Method::PUT, format!("{BASE}/policy"), Some(json!({}))),
+        (Method::GET, format!("{BASE}/tables"), None),
     ]
 }
 
@@ -318,7 +319,11 @@ async fn another_tenants_backup_is_404_on_every_route_and_nothing_changes() {
     let me = tenant_admin(1);
     for target in [&theirs, &platform] {
         for (method, path, body) in routes(target) {
-            if path == BASE || path.ends_with("/policy") || path.ends_with("/restores") {
+            if path == BASE
+                || path.ends_with("/policy")
+                || path.ends_with("/restores")
+                || path.ends_with("/tables")
+            {
                 continue;
             }
             let path = path.replace(
@@ -858,6 +863,7 @@ async fn the_openapi_document_is_3_1_and_lists_every_route() {
         (format!("{BASE}/restores"), "get"),
         (format!("{BASE}/restores/{{uuid}}"), "get"),
         (format!("{BASE}/policy"), "put"),
+        (format!("{BASE}/tables"), "get"),
     ] {
         assert!(
             paths.get(&path).and_then(|p| p.get(method)).is_some(),
@@ -1010,4 +1016,35 @@ async fn a_backup_deleted_while_pending_is_not_recreated_by_its_queued_run() {
     assert_eq!(status, "pending");
     assert!(deleted_at.is_some());
     assert!(!api.app.storage_dir.path().join(uuid).exists());
+}
+
+#[tokio::test]
+async fn tables_lists_the_databases_tables_for_the_picker_but_never_our_own() {
+    let api = Api::spawn().await;
+    let (status, body) = api
+        .call(
+            Method::GET,
+            &format!("{BASE}/tables"),
+            &tenant_admin(1),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let items = body["items"].as_array().unwrap();
+    let named = |name: &str| items.iter().find(|t| t["name"] == name);
+    let users = named("core_users").expect("a fixture table is listed");
+    assert_eq!(users["schema"], "public");
+    assert_eq!(users["tenant_id"], true, "core_users has tenant_id");
+    for own in riveredge_backup::db::OWN_TABLES {
+        assert!(named(own).is_none(), "{own} must not be offered");
+    }
+    // The picker's names are accepted by create as they are.
+    let created = api
+        .create(
+            &tenant_admin(1),
+            json!({"name": "t", "backup_scope": "table",
+                   "backup_tables": [format!("{}.{}", users["schema"].as_str().unwrap(), "core_users")]}),
+        )
+        .await;
+    assert_eq!(created["backup_tables"], json!(["public.core_users"]));
 }
