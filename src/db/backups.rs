@@ -270,6 +270,21 @@ pub async fn mark_success(
     transition(db, uuid, done.rows_affected()).await
 }
 
+/// The backups that build directly on `uuid` (incrementals whose parent it is), oldest first;
+/// failed and deleted ones do not count.
+///
+/// # Errors
+/// Database errors.
+pub async fn children_of(db: impl PgExecutor<'_>, uuid: &str) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT uuid FROM root_data_backups
+         WHERE parent_uuid = $1 AND deleted_at IS NULL AND status <> 'failed' ORDER BY id",
+    )
+    .bind(uuid)
+    .fetch_all(db)
+    .await
+}
+
 /// The backup an incremental of this scope builds on: the newest successful one of the same
 /// scope, tenant and table list (full or incremental), other than `uuid` itself.
 ///
