@@ -407,3 +407,109 @@ pub(super) fn keys_entry(table: &SelectedTable, written: &artifact::WrittenTable
         delta: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::{BackupSpec, BackupType, Selection};
+    use crate::catalog::Catalog;
+
+    fn position(xmin: u64, xmax: u64) -> Position {
+        Position {
+            xmin,
+            xmax,
+            system_identifier: "7000".into(),
+            timeline: 1,
+            filenodes: BTreeMap::from([("public.t".to_owned(), 16_400)]),
+        }
+    }
+
+    fn parent(position: Position) -> Parent {
+        let manifest: Manifest = serde_json::from_value(serde_json::json!({
+            "format": artifact::FORMAT, "backup_uuid": "p", "backup_type": "full",
+            "scope": "table", "tenant_id": null, "created_at": "2026-01-01T00:00:00Z",
+            "database": "d", "server_version": "15", "server_version_num": 150000,
+            "tool_version": "t", "pg_dump_version": "p",
+            "snapshot": { "snapshot_id": "s", "xmin": "0", "system_identifier": "7000",
+                          "taken_at": "2026-01-01T00:00:00Z" },
+            "compression": { "codec": "zstd", "level": 3 },
+            "schema": { "key": "p/schema.dump", "sha256": "", "size": 0 },
+            "tables": [], "sequences": [], "excluded_tables": []
+        }))
+        .unwrap();
+        Parent {
+            uuid: "p".into(),
+            chain_uuid: "p".into(),
+            manifest,
+            position,
+        }
+    }
+
+    fn validated() -> ValidatedSpec {
+        ValidatedSpec {
+            spec: BackupSpec {
+                uuid: "c".into(),
+                backup_type: BackupType::Incremental,
+                scope: BackupScope::Table,
+                tenant_id: None,
+                tables: vec!["t".into()],
+            },
+            catalog: Catalog::default(),
+            selection: Selection {
+                tables: vec![],
+                excluded: vec![],
+                sequences: vec![],
+            },
+        }
+    }
+
+    fn reason(before: Position, now: Position) -> Option<String> {
+        unsafe_because(&parent(before), &now, &validated())
+    }
+
+    #[test]
+    fn an_unchanged_cluster_close_in_xids_allows_an_incremental() {
+        assert_eq!(reason(position(1000, 1005), position(1200, 1300)), None);
+    }
+
+    #[test]
+    fn another_cluster_a_new_timeline_or_far_or_backward_xids_force_a_full() {
+        let mut other = position(1200, 1300);
+        other.system_identifier = "8000".into();
+        assert!(reason(position(1000, 1005), other)
+            .unwrap()
+            .contains("cluster changed"));
+        let mut promoted = position(1200, 1300);
+        promoted.timeline = 2;
+        assert!(reason(position(1000, 1005), promoted)
+            .unwrap()
+            .contains("timeline changed"));
+        assert!(reason(position(1000, 1005), position(900, 950))
+            .unwrap()
+            .contains("backwards"));
+        let far = position(1000 + MAX_XID_DISTANCE, 1000 + MAX_XID_DISTANCE);
+        assert!(reason(position(1000, 1005), far)
+            .unwrap()
+            .contains("too far"));
+        let mut truncated = position(1200, 1300);
+        truncated.filenodes.insert("public.t".into(), 16_500);
+        assert!(reason(position(1000, 1005), truncated)
+            .unwrap()
+            .contains("public.t"));
+    }
+
+    #[test]
+    fn the_xmin_window_wraps_around_the_32_bit_epoch_boundary() {
+        // Parent xmin just below an epoch boundary (xid8 2^32 - 10), now 20 xids later.
+        let before = position((1 << 32) - 10, (1 << 32) - 5);
+        let now = position((1 << 32) + 5, (1 << 32) + 10);
+        let c = Capture::new(&before, &now);
+        assert_eq!((c.low, c.span), ((1 << 32) - 10, 20));
+        let inside = |xmin: u64| (xmin + (1 << 32) - c.low) % (1 << 32) < c.span;
+        assert!(inside((1 << 32) - 10), "the parent's xmin itself");
+        assert!(inside(3), "an xid of the next epoch");
+        assert!(!inside((1 << 32) - 11), "older than the parent's xmin");
+        assert!(!inside(10), "at or after this snapshot's xmax");
+        assert!(c.flag_sql().contains("4294967286"));
+    }
+}
