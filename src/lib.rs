@@ -12,10 +12,14 @@
 //! - [`startup`]: shared state, router, server life cycle and graceful shutdown.
 //! - [`local_cluster`]: a throwaway PostgreSQL from the installed binaries (no `DATABASE_URL`,
 //!   tests, benchmarks).
-//! - [`artifact`]: the backup format: manifest, streaming writer, verifying reader, verify.
+//! - [`artifact`]: the backup format: manifest, streaming writer (and the one-scan writer of an
+//!   incremental's changes, key list and state hash), verifying reader, verify.
 //! - [`snapshot`]: one exported snapshot shared by every connection of a dump.
-//! - [`backup`]: backup spec and validation, scope selection, the dump pipeline.
-//! - [`restore`]: compatibility check, whole-database and table restores, drills.
+//! - [`backup`]: backup spec and validation, scope selection, the dump pipeline; incrementals
+//!   (`backup::incremental`: parent, fallback to a full, position, xmin-window capture;
+//!   docs/incremental.md).
+//! - [`restore`]: compatibility check, whole-database and table restores, drills; an
+//!   incremental restores its chain (`restore::chain_of`: the full, then each delta applied).
 //! - [`commands`]: running a command: settings by need, output (`--json`), progress, exit codes.
 //! - [`catalog`]: tables, columns, keys and sequences from the system catalogs; name validation.
 //! - [`db`]: our tables (`root_data_backups`, `root_data_restores`), migrations, queries.
