@@ -356,3 +356,32 @@ async fn a_tenant_chain_restores_into_a_new_database_like_a_full_taken_at_the_sa
         state_of(&from_full, &tables).await
     );
 }
+
+#[tokio::test]
+async fn a_backup_execute_event_of_type_incremental_builds_on_the_last_backup() {
+    use crate::helpers::{assert_completed, insert_pending, spawn_app};
+    let db = TestDb::with_fixture().await;
+    let app = spawn_app(&db).await;
+    let event = |uuid: &str| serde_json::json!({"tenant_id": 1, "backup_id": uuid});
+    let full = insert_pending(&db.pool, Some(1), "tenant", None).await;
+    assert_completed(
+        &app.run("backup-execute", "backup/execute", event(&full))
+            .await,
+    );
+
+    let inc = insert_pending(&db.pool, Some(1), "tenant", None).await;
+    exec(
+        &db.pool,
+        &format!("UPDATE root_data_backups SET backup_type = 'incremental' WHERE uuid = '{inc}'"),
+    )
+    .await;
+    let run = app
+        .run("backup-execute", "backup/execute", event(&inc))
+        .await;
+    assert_completed(&run);
+    let row = chain_row(&db.pool, &inc).await;
+    assert_eq!(row.backup_type, "incremental", "{:?}", row.fallback_reason);
+    assert_eq!(row.parent_uuid.as_deref(), Some(full.as_str()));
+    assert_eq!(row.chain_uuid.as_deref(), Some(full.as_str()));
+    app.shutdown.cancel();
+}
