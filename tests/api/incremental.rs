@@ -385,3 +385,43 @@ async fn a_backup_execute_event_of_type_incremental_builds_on_the_last_backup() 
     assert_eq!(row.chain_uuid.as_deref(), Some(full.as_str()));
     app.shutdown.cancel();
 }
+
+#[tokio::test]
+async fn a_partitioned_table_chain_restores_and_a_truncated_partition_forces_a_full() {
+    let source = TestDb::migrated().await;
+    exec(
+        &source.pool,
+        "CREATE TABLE events (id int PRIMARY KEY, tenant_id int, body text) PARTITION BY RANGE (id);
+         CREATE TABLE events_low PARTITION OF events FOR VALUES FROM (0) TO (100);
+         CREATE TABLE events_high PARTITION OF events FOR VALUES FROM (100) TO (1000);
+         INSERT INTO events SELECT g, 1, 'e' || g FROM generate_series(1, 200) g;",
+    )
+    .await;
+    let engine = Engine::new(&source).await;
+    let tables = [TableRef::new("public", "events")];
+    take(&engine, &spec(BackupScope::All, None, &[])).await;
+    exec(
+        &source.pool,
+        "UPDATE events SET body = 'changed' WHERE id IN (5, 150);
+         DELETE FROM events WHERE id IN (6, 151);
+         INSERT INTO events VALUES (999, 1, 'new');",
+    )
+    .await;
+    let inc = incremental(BackupScope::All, None, &[]);
+    let row = take(&engine, &inc).await;
+    assert_eq!(row.backup_type, "incremental", "{:?}", row.fallback_reason);
+    let restored = restore_fresh(&engine, &inc.uuid).await;
+    assert_eq!(
+        state_of(&restored, &tables).await,
+        state_of(&source, &tables).await
+    );
+
+    exec(&source.pool, "TRUNCATE events_low").await;
+    let after = incremental(BackupScope::All, None, &[]);
+    let row = take(&engine, &after).await;
+    assert_eq!(row.backup_type, "full");
+    assert!(row
+        .fallback_reason
+        .unwrap_or_default()
+        .contains("public.events_low"));
+}
