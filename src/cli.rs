@@ -99,7 +99,8 @@ pub enum ScopeArg {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum TypeArg {
     Full,
-    /// Not available yet: refused with exit code 2.
+    /// The rows changed since the previous backup of the same scope; a full (with the reason
+    /// on the record) when that is impossible or unsafe.
     Incremental,
 }
 

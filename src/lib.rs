@@ -21,14 +21,18 @@
 //! - [`policy`]: the backup policy (retention, schedules) and where it is stored.
 //!
 //! Engines (one operation each, knowing nothing of Inngest or HTTP):
-//! - [`backup`]: backup spec and validation, scope selection, the dump pipeline.
-//! - [`restore`]: compatibility check, whole-database and table restores, sequences, drills.
+//! - [`backup`]: backup spec and validation, scope selection, the dump pipeline; incrementals
+//!   (`backup::incremental`: parent, fallback to a full, position, xmin-window capture;
+//!   docs/incremental.md).
+//! - [`restore`]: compatibility check, whole-database and table restores, sequences, drills;
+//!   an incremental restores its chain (`restore::chain_of`: the full, then each delta).
 //! - [`tenant`]: which rows belong to a tenant (through foreign keys too) and live tenant restore.
 //! - [`snapshot`]: one exported snapshot shared by every connection of a dump.
 //! - [`catalog`]: tables, columns, keys and sequences from the system catalogs; name validation.
 //!
 //! Storage and PostgreSQL:
-//! - [`artifact`]: the backup format: manifest, streaming writer, verifying reader, verify.
+//! - [`artifact`]: the backup format: manifest, streaming writer (and the one-scan writer of an
+//!   incremental's changes, key list and state hash), verifying reader, verify.
 //! - [`storage`]: artifact storage (atomic objects under validated keys; local directory).
 //! - [`db`]: our tables (`root_data_backups`, `root_data_restores`), migrations, queries.
 //! - [`pg`]: connection info and password files, locating and running `pg_dump`/`pg_restore`.

@@ -72,12 +72,17 @@ pub struct Progress {
     pub updated_at: Option<DateTime<Utc>>,
 }
 
-/// Parent and children in an incremental chain. There are no incremental backups yet, so every
-/// backup is its own chain: no parent, no children.
+/// Where a backup sits in its incremental chain (docs/incremental.md).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Chain {
+    /// The backup this incremental builds on; `null` for a full.
     pub parent: Option<String>,
+    /// Incrementals that build directly on this backup (restoring them needs it).
     pub children: Vec<String>,
+    /// The full at the root of the chain (a full names itself).
+    pub root: Option<String>,
+    /// Why an incremental request was taken as a full.
+    pub fallback_reason: Option<String>,
 }
 
 /// `GET /{uuid}`: the backup, its restores and its chain.
@@ -485,21 +490,24 @@ pub async fn detail(
         .await?
         .ok_or(ApiError::NotFound("backup not found"))?;
     let restores = q::restores_of_backup(&state.app.pool, &uuid).await?;
+    let chain = Chain {
+        parent: row.parent_uuid.clone(),
+        children: retained_dependents(&state, &row).await?,
+        root: row.chain_uuid.clone(),
+        fallback_reason: row.fallback_reason.clone(),
+    };
     Ok(Json(BackupDetail {
         backup: row.into(),
         restores: restores.into_iter().map(RestoreView::from).collect(),
-        chain: Chain {
-            parent: None,
-            children: Vec::new(),
-        },
+        chain,
     }))
 }
 
-/// Retained backups that need this one to be restorable (incrementals on top of it). There are
-/// no incremental backups yet, so nothing depends on anything; when they arrive, this is where
-/// `DELETE` learns to refuse (409 unless `?force=true`).
-fn retained_dependents(_row: &BackupRow) -> Vec<String> {
-    Vec::new()
+/// Retained backups that need this one to be restorable: the incrementals built on it (an
+/// incremental's children are of the same scope and tenant). `DELETE` refuses with 409 while
+/// there are any, unless `?force=true`.
+async fn retained_dependents(state: &ApiState, row: &BackupRow) -> Result<Vec<String>> {
+    Ok(crate::db::backups::children_of(&state.app.pool, &row.uuid).await?)
 }
 
 /// Delete a backup: the row is soft-deleted, then its files removed.
@@ -527,7 +535,7 @@ pub async fn delete(
     if row.status == "running" {
         return Err(running());
     }
-    let dependents = retained_dependents(&row);
+    let dependents = retained_dependents(&state, &row).await?;
     if !dependents.is_empty() && !force {
         return Err(ApiError::Conflict {
             code: "backup_has_dependents",

@@ -69,7 +69,7 @@ impl RowHasher {
         self.rows - before
     }
 
-    fn add_line(&mut self, line: &[u8]) {
+    pub(super) fn add_line(&mut self, line: &[u8]) {
         self.rows += 1;
         self.sum = self.sum.wrapping_add(xxh3_64(line));
     }

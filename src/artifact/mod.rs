@@ -6,6 +6,7 @@
 //! reader reports end of file, so corruption surfaces as an I/O error in whatever consumes the
 //! stream (a `COPY … FROM STDIN` then fails and its transaction rolls back).
 
+mod delta;
 mod hash;
 mod plan;
 mod reader;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::{Column, TableRef};
 use crate::storage::{InvalidKey, ObjectKey};
 
+pub use delta::{write_delta, WrittenDelta};
 pub use hash::{
     copy_select, hash_query, set_session_settings, RowDigest, RowHasher, SESSION_SETTINGS,
 };
@@ -70,6 +72,35 @@ pub struct Manifest {
     /// tenant. `None` for unfiltered backups and format 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ownership: Option<OwnershipPlan>,
+    /// The backup an incremental builds on (`None` for a full); see docs/incremental.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_uuid: Option<String>,
+    /// The full at the root of the chain (a full names itself). `None` before chains existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_uuid: Option<String>,
+    /// Where the snapshot stood: the next incremental starts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<Position>,
+    /// Why an incremental request was taken as a full (`backup_type` is `full` then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<String>,
+}
+
+/// The snapshot's position, recorded by every backup so the next incremental can tell whether
+/// it may build on this one (docs/incremental.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    /// `pg_snapshot_xmin` of the snapshot as xid8 (decimal): every older transaction had ended.
+    pub xmin: u64,
+    /// `pg_snapshot_xmax` of the snapshot as xid8: every transaction from here on is invisible.
+    pub xmax: u64,
+    pub system_identifier: String,
+    /// `pg_control_checkpoint().timeline_id`: a promoted standby or a PITR starts a new one.
+    pub timeline: i64,
+    /// `pg_relation_filenode` of every leaf table of the backup (`schema.table` → filenode):
+    /// `TRUNCATE`, `VACUUM FULL`, `CLUSTER` and rewriting `ALTER`s change it, and none of them
+    /// leaves an xmin trace, so a change forces a full.
+    pub filenodes: std::collections::BTreeMap<String, i64>,
 }
 
 impl Manifest {
@@ -142,6 +173,36 @@ pub struct TableEntry {
     /// Format 2 writes `None` and keeps the typed plan in [`Manifest::ownership`] instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicate: Option<String>,
+    /// Incremental backups only: what the data file holds relative to the parent, and the
+    /// table's state at the snapshot. `None`: the file holds the table (full backups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<TableDelta>,
+}
+
+/// One table of an incremental backup (docs/incremental.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableDelta {
+    pub mode: DeltaMode,
+    /// Rows of the table (of the scope) at the snapshot: what the restored chain must hold.
+    pub state_rows: u64,
+    /// Content hash of the table (of the scope) at the snapshot, like a full's `content_hash`.
+    pub state_content_hash: String,
+    /// Mode `changes`: the sorted primary keys of every row at the snapshot (COPY text of the
+    /// key columns); a restored row whose key is not here was deleted since the parent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<Box<TableEntry>>,
+}
+
+/// What an incremental's data file holds for one table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeltaMode {
+    /// Every row whose xmin is at or after the parent's snapshot xmin (possibly changed):
+    /// upserted by primary key over the parent's state.
+    Changes,
+    /// The whole table (of the scope): no primary key, or rows that can join a tenant without
+    /// changing themselves. Replaces the parent's rows.
+    Whole,
 }
 
 impl TableEntry {
@@ -154,6 +215,33 @@ impl TableEntry {
     /// in a shared database through [`Manifest::select_of`].
     pub fn select_all(&self) -> String {
         copy_select(&self.table_ref(), &self.columns, None)
+    }
+
+    /// This entry with the rows and content hash the table has at the snapshot: the data
+    /// file's own for a full, the recorded state for an incremental. What a restore compares
+    /// the restored table with.
+    #[must_use]
+    pub fn as_of_snapshot(&self) -> Self {
+        let mut out = self.clone();
+        if let Some(delta) = &self.delta {
+            out.rows = delta.state_rows;
+            out.content_hash = delta.state_content_hash.clone();
+        }
+        out
+    }
+}
+
+impl Manifest {
+    /// The primary-key lists of an incremental's tables (none for a full).
+    pub fn key_lists(&self) -> impl Iterator<Item = &TableEntry> {
+        self.tables
+            .iter()
+            .filter_map(|t| t.delta.as_ref().and_then(|d| d.keys.as_deref()))
+    }
+
+    /// Whether restoring this backup needs its chain (an incremental).
+    pub fn is_incremental(&self) -> bool {
+        self.backup_type == "incremental"
     }
 }
 
@@ -310,4 +398,13 @@ pub fn prefix(uuid: &str) -> Result<ObjectKey, InvalidKey> {
 /// `uuid` is not a valid key segment.
 pub fn data_key(uuid: &str, index: usize) -> Result<ObjectKey, InvalidKey> {
     prefix(uuid)?.join(&format!("data/{index:04}.copy.zst"))
+}
+
+/// The key of the `index`th table's primary-key list of an incremental
+/// (`<uuid>/data/0001.keys.zst`).
+///
+/// # Errors
+/// `uuid` is not a valid key segment.
+pub fn keys_key(uuid: &str, index: usize) -> Result<ObjectKey, InvalidKey> {
+    prefix(uuid)?.join(&format!("data/{index:04}.keys.zst"))
 }

@@ -219,7 +219,9 @@ pub async fn read_manifest(
         });
     }
     let own = format!("{uuid}/");
-    let keys = std::iter::once(&manifest.schema.key).chain(manifest.tables.iter().map(|t| &t.key));
+    let keys = std::iter::once(&manifest.schema.key)
+        .chain(manifest.tables.iter().map(|t| &t.key))
+        .chain(manifest.key_lists().map(|k| &k.key));
     if let Some(foreign) = keys.into_iter().find(|k| !k.starts_with(&own)) {
         return Err(ArtifactError::ForeignKey {
             key: name,

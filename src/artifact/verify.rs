@@ -41,7 +41,8 @@ pub async fn verify(
     let (manifest, manifest_sha256) = read_manifest(storage, uuid, expected_sha256).await?;
     // Two lanes of data files (biggest first, alternating) and the schema archive at once:
     // decoding and hashing use a core each, pg_restore is a process of its own.
-    let mut by_size: Vec<&TableEntry> = manifest.tables.iter().collect();
+    let mut by_size: Vec<&TableEntry> =
+        manifest.tables.iter().chain(manifest.key_lists()).collect();
     by_size.sort_by_key(|t| std::cmp::Reverse(t.raw_size));
     let lane = |n: usize| {
         by_size
@@ -61,10 +62,16 @@ pub async fn verify(
     b?;
     schema?;
     check_data_files(storage, uuid, &manifest).await?;
-    let bytes = manifest.schema.size + manifest.tables.iter().map(|t| t.size).sum::<u64>();
+    let bytes = manifest.schema.size
+        + manifest
+            .tables
+            .iter()
+            .chain(manifest.key_lists())
+            .map(|t| t.size)
+            .sum::<u64>();
     let rows = manifest.tables.iter().map(|t| t.rows).sum();
     Ok(VerifyReport {
-        files: manifest.tables.len() + 2,
+        files: manifest.tables.len() + manifest.key_lists().count() + 2,
         manifest,
         manifest_sha256,
         bytes,
@@ -178,7 +185,12 @@ async fn check_data_files(
         .list(&data)
         .await
         .map_err(|e| ArtifactError::from_io(data.as_str(), e))?;
-    let listed: Vec<&str> = manifest.tables.iter().map(|t| t.key.as_str()).collect();
+    let listed: Vec<&str> = manifest
+        .tables
+        .iter()
+        .chain(manifest.key_lists())
+        .map(|t| t.key.as_str())
+        .collect();
     let extra: Vec<&str> = stored
         .iter()
         .map(ObjectKey::as_str)

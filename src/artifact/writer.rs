@@ -174,11 +174,11 @@ where
 }
 
 /// How much COPY text is gathered before it is hashed and compressed.
-const BLOCK: usize = 256 * 1024;
+pub(super) const BLOCK: usize = 256 * 1024;
 
 /// Blocks queued between the COPY reader, the encoder thread and storage: enough to keep each
 /// side busy, few enough that memory stays at a few blocks per table.
-const IN_FLIGHT: usize = 4;
+pub(super) const IN_FLIGHT: usize = 4;
 
 /// The encoder thread: hashes and compresses each block, counts rows in `progress`, and sends
 /// the compressed bytes on. Returns the raw size and the rows' digest at the end of input.

@@ -9,11 +9,12 @@ use chrono::Utc;
 use sqlx::PgConnection;
 use tokio::task::JoinSet;
 
+use super::incremental::{self, Capture, Plan};
 use super::selection::SelectedTable;
 use super::{BackupError, BackupOutcome, ValidatedSpec};
 use crate::artifact::{
-    self, copy_select, CompressionEntry, Manifest, OwnershipPlan, Progress, SequenceEntry,
-    SequenceOwner, TableEntry, WriteError, FORMAT, MANIFEST_FILE,
+    self, copy_select, CompressionEntry, DeltaMode, Manifest, OwnershipPlan, Progress,
+    SequenceEntry, SequenceOwner, TableDelta, TableEntry, WriteError, FORMAT, MANIFEST_FILE,
 };
 use crate::catalog::{Sequence, TableRef};
 use crate::pg::PgCommand;
@@ -26,6 +27,8 @@ use crate::tenant::TenantPlan;
 struct Job {
     table: SelectedTable,
     key: ObjectKey,
+    /// Incrementals: where the table's primary-key list goes.
+    keys: ObjectKey,
 }
 
 /// Runs the whole pipeline and publishes the manifest.
@@ -36,17 +39,26 @@ pub(super) async fn dump(
 ) -> Result<BackupOutcome, BackupError> {
     let uuid = &validated.spec.uuid;
     let tables = validated.selection.table_refs();
+    let plan = incremental::plan(state, validated).await?;
     let mut snapshot = Snapshot::export(&state.conn, &tables)
         .await
         .map_err(super::consistency::snapshot_error)?;
     super::consistency::ensure_unchanged(state, validated).await?;
     let server = server_info(snapshot.connection()).await?;
+    let system_identifier = snapshot.info.system_identifier.clone();
+    let position =
+        incremental::position(snapshot.connection(), &system_identifier, &tables).await?;
+    let plan = incremental::confirm(plan, &position, validated);
+    let capture = match &plan {
+        Plan::Incremental(parent) => Some(Capture::new(&parent.position, &position)),
+        Plan::Full(_) => None,
+    };
     let pg_dump_version = pg_dump_version(state).await?;
 
     let others = super::schema::relations_outside(snapshot.connection(), validated).await?;
     let schema =
         super::schema::dump_schema(state, validated, &snapshot.info.snapshot_id, &others).await?;
-    let mut entries = dump_tables(state, validated, &snapshot, progress).await?;
+    let mut entries = dump_tables(state, validated, &snapshot, progress, capture).await?;
     entries.sort_by(|a, b| a.key.cmp(&b.key));
     let sequences = read_sequences(snapshot.connection(), &validated.selection.sequences).await?;
     let snapshot_info = snapshot.info.clone();
@@ -58,7 +70,11 @@ pub(super) async fn dump(
     let manifest = Manifest {
         format: FORMAT.to_owned(),
         backup_uuid: uuid.clone(),
-        backup_type: validated.spec.backup_type.as_str().to_owned(),
+        backup_type: match plan {
+            Plan::Incremental(_) => "incremental",
+            Plan::Full(_) => "full",
+        }
+        .to_owned(),
         scope: validated.spec.scope.as_str().to_owned(),
         tenant_id: validated.spec.tenant_id,
         created_at: Utc::now(),
@@ -77,6 +93,19 @@ pub(super) async fn dump(
         sequences,
         excluded_tables: super::schema::excluded_tables(state, validated).await?,
         ownership: ownership_plan(validated, &tables),
+        parent_uuid: match &plan {
+            Plan::Incremental(p) => Some(p.uuid.clone()),
+            Plan::Full(_) => None,
+        },
+        chain_uuid: Some(match &plan {
+            Plan::Incremental(p) => p.chain_uuid.clone(),
+            Plan::Full(_) => uuid.clone(),
+        }),
+        position: Some(position),
+        fallback_reason: match plan {
+            Plan::Full(reason) => reason,
+            Plan::Incremental(_) => None,
+        },
     };
     let key = artifact::prefix(uuid)
         .and_then(|p| p.join(MANIFEST_FILE))
@@ -85,8 +114,14 @@ pub(super) async fn dump(
         artifact::write_manifest(state.storage.as_ref(), &key, &manifest)
             .await
             .map_err(BackupError::storage)?;
-    let total_size =
-        manifest_size + manifest.schema.size + manifest.tables.iter().map(|t| t.size).sum::<u64>();
+    let total_size = manifest_size
+        + manifest.schema.size
+        + manifest
+            .tables
+            .iter()
+            .chain(manifest.key_lists())
+            .map(|t| t.size)
+            .sum::<u64>();
     let rows = manifest.tables.iter().map(|t| t.rows).sum();
     Ok(BackupOutcome {
         manifest,
@@ -99,7 +134,10 @@ pub(super) async fn dump(
 
 /// The typed ownership plan of a tenant-filtered backup: the rules of its tables and of every
 /// table their foreign-key paths reach.
-fn ownership_plan(validated: &ValidatedSpec, tables: &[TableRef]) -> Option<OwnershipPlan> {
+pub(super) fn ownership_plan(
+    validated: &ValidatedSpec,
+    tables: &[TableRef],
+) -> Option<OwnershipPlan> {
     let tenant = validated.spec.tenant_id?;
     let own = super::selection::own_tables(&validated.catalog);
     let plan = TenantPlan::build(&validated.catalog, tenant, &own);
@@ -153,15 +191,19 @@ async fn dump_tables(
     validated: &ValidatedSpec,
     snapshot: &Snapshot,
     progress: Arc<Progress>,
+    capture: Option<Capture>,
 ) -> Result<Vec<TableEntry>, BackupError> {
     let sizes = table_sizes(state).await?;
     let mut jobs = Vec::new();
     for (index, table) in validated.selection.tables.iter().enumerate() {
         let key = artifact::data_key(&validated.spec.uuid, index + 1)
             .map_err(|e| BackupError::Invalid(e.to_string()))?;
+        let keys = artifact::keys_key(&validated.spec.uuid, index + 1)
+            .map_err(|e| BackupError::Invalid(e.to_string()))?;
         jobs.push(Job {
             table: table.clone(),
             key,
+            keys,
         });
     }
     jobs.sort_by_key(|j| std::cmp::Reverse(sizes.get(&j.table.table.table).copied().unwrap_or(0)));
@@ -180,6 +222,7 @@ async fn dump_tables(
             storage,
             state.settings.backup.compression_level,
             progress,
+            capture,
         ));
     }
     let mut entries = Vec::new();
@@ -212,6 +255,7 @@ async fn copy_worker(
     storage: Arc<dyn Storage>,
     level: i32,
     progress: Arc<Progress>,
+    capture: Option<Capture>,
 ) -> Result<Vec<TableEntry>, BackupError> {
     let mut done = Vec::new();
     loop {
@@ -220,7 +264,26 @@ async fn copy_worker(
             .unwrap_or_else(PoisonError::into_inner)
             .pop_front();
         let Some(job) = next else { break };
-        done.push(copy_table(&mut conn, job, storage.as_ref(), level, progress.clone()).await?);
+        let entry = match capture {
+            Some(c) if !incremental::captured_whole(&job.table) => {
+                copy_changes(&mut conn, job, storage.as_ref(), level, progress.clone(), c).await?
+            }
+            _ => {
+                let whole = capture.is_some();
+                let mut entry =
+                    copy_table(&mut conn, job, storage.as_ref(), level, progress.clone()).await?;
+                if whole {
+                    entry.delta = Some(TableDelta {
+                        mode: DeltaMode::Whole,
+                        state_rows: entry.rows,
+                        state_content_hash: entry.content_hash.clone(),
+                        keys: None,
+                    });
+                }
+                entry
+            }
+        };
+        done.push(entry);
     }
     Ok(done)
 }
@@ -262,6 +325,77 @@ async fn copy_table(
         primary_key: table.primary_key.clone(),
         // Format 2 keeps the typed plan in the manifest instead of SQL text.
         predicate: None,
+        delta: None,
+    })
+}
+
+/// An incremental's table: one ordered scan gives the possibly changed rows, the key list and
+/// the table's state hash ([`artifact::write_delta`]).
+#[tracing::instrument(skip_all, fields(table = %job.table.table.table))]
+async fn copy_changes(
+    conn: &mut PgConnection,
+    job: Job,
+    storage: &dyn Storage,
+    level: i32,
+    progress: Arc<Progress>,
+    capture: Capture,
+) -> Result<TableEntry, BackupError> {
+    let table = &job.table.table;
+    let columns: Vec<_> = table.copy_columns().cloned().collect();
+    let select = copy_select(&table.table, &columns, job.table.predicate.as_deref());
+    let order = table
+        .primary_key
+        .iter()
+        .map(|k| format!("t.{}", crate::pg::quote_ident(k)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // `SELECT t."a", … FROM …` → `SELECT <flag>, t."a", … FROM … ORDER BY <key>`.
+    let flagged = format!(
+        "SELECT {}, {} ORDER BY {order}",
+        capture.flag_sql(),
+        select.trim_start_matches("SELECT ")
+    );
+    let stream = conn
+        .copy_out_raw(&format!("COPY ({flagged}) TO STDOUT"))
+        .await
+        .map_err(BackupError::db("starting a table COPY"))?;
+    let fields = incremental::key_fields(&job.table);
+    let written = artifact::write_delta(
+        storage,
+        &job.key,
+        &job.keys,
+        level,
+        stream,
+        &fields,
+        Some(progress),
+    )
+    .await
+    .map_err(|e| match e {
+        WriteError::Database(e) => BackupError::Database {
+            context: "copying a table",
+            source: e,
+        },
+        WriteError::Storage(e) => BackupError::storage(e),
+    })?;
+    let keys = incremental::keys_entry(&job.table, &written.keys);
+    Ok(TableEntry {
+        schema: table.table.schema.clone(),
+        name: table.table.name.clone(),
+        key: written.changes.object.key,
+        sha256: written.changes.object.sha256,
+        size: written.changes.object.size,
+        raw_size: written.changes.raw_size,
+        rows: written.changes.digest.rows,
+        content_hash: written.changes.digest.content_hash(),
+        columns,
+        primary_key: table.primary_key.clone(),
+        predicate: None,
+        delta: Some(TableDelta {
+            mode: DeltaMode::Changes,
+            state_rows: written.state.rows,
+            state_content_hash: written.state.content_hash(),
+            keys: Some(Box::new(keys)),
+        }),
     })
 }
 

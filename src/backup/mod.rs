@@ -6,6 +6,7 @@
 
 mod consistency;
 mod dump;
+pub mod incremental;
 mod schema;
 mod selection;
 
@@ -207,9 +208,6 @@ pub async fn validate(state: &AppState, spec: &BackupSpec) -> Result<ValidatedSp
 }
 
 fn check_shape(spec: &BackupSpec) -> Result<(), BackupError> {
-    if spec.backup_type == BackupType::Incremental {
-        return Err(BackupError::UnsupportedType("incremental"));
-    }
     if uuid::Uuid::parse_str(&spec.uuid).is_err() {
         return Err(BackupError::Invalid(format!(
             "{:?} is not a uuid",

@@ -12,11 +12,6 @@ use crate::startup::AppState;
 use crate::usecases::backup as usecase;
 
 pub async fn backup(ctx: &Ctx, args: BackupArgs) -> Outcome {
-    if matches!(args.backup_type, TypeArg::Incremental) {
-        return Err(Failure::Usage(
-            "incremental backups are not available yet; take a full backup (--type full)".into(),
-        ));
-    }
     let spec = spec_from(&args);
     let name = args.name.clone().unwrap_or_else(|| {
         format!(
@@ -77,11 +72,28 @@ pub async fn backup(ctx: &Ctx, args: BackupArgs) -> Outcome {
         format::size(outcome.total_size),
         outcome.manifest_sha256
     ));
+    let m = &outcome.manifest;
+    if let Some(parent) = &m.parent_uuid {
+        ctx.out.line(format!(
+            "incremental on {parent} (chain {})",
+            m.chain_uuid.as_deref().unwrap_or("-")
+        ));
+    }
+    if let Some(reason) = &m.fallback_reason {
+        ctx.out.warn(format!(
+            "taken as a full backup instead of an incremental: {reason}"
+        ));
+    }
     Ok(json!({
         "ok": true,
         "uuid": spec.uuid,
         "name": name,
-        "type": spec.backup_type.as_str(),
+        // What was taken: an incremental request falls back to a full when it must.
+        "type": m.backup_type,
+        "requested_type": spec.backup_type.as_str(),
+        "parent_uuid": m.parent_uuid,
+        "chain_uuid": m.chain_uuid,
+        "fallback_reason": m.fallback_reason,
         "scope": spec.scope.as_str(),
         "tenant_id": spec.tenant_id,
         "tables": outcome.manifest.tables.len(),
@@ -120,7 +132,10 @@ fn outcome_of(row: &BackupRow) -> Result<BackupOutcome, BackupError> {
 fn spec_from(args: &BackupArgs) -> BackupSpec {
     BackupSpec {
         uuid: uuid::Uuid::new_v4().to_string(),
-        backup_type: BackupType::Full,
+        backup_type: match args.backup_type {
+            TypeArg::Full => BackupType::Full,
+            TypeArg::Incremental => BackupType::Incremental,
+        },
         scope: match args.scope {
             ScopeArg::All => BackupScope::All,
             ScopeArg::Table => BackupScope::Table,

@@ -35,10 +35,7 @@ pub async fn info(ctx: &Ctx, uuid: &str) -> Outcome {
             .map(|e| format!(": {e}"))
             .unwrap_or_default()
     ));
-    out.line(format!(
-        "type       {} (chain: this full backup alone)",
-        row.backup_type
-    ));
+    out.line(format!("type       {}", chain_text(&row)));
     out.line(format!(
         "scope      {}{}",
         row.backup_scope,
@@ -120,7 +117,9 @@ pub async fn info(ctx: &Ctx, uuid: &str) -> Outcome {
         "type": row.backup_type,
         "scope": row.backup_scope,
         "tenant_id": row.tenant_id,
-        "chain": [row.uuid],
+        "parent_uuid": row.parent_uuid,
+        "chain_uuid": row.chain_uuid,
+        "fallback_reason": row.fallback_reason,
         "created_at": row.created_at,
         "completed_at": row.completed_at,
         "duration_seconds": took,
@@ -134,4 +133,21 @@ pub async fn info(ctx: &Ctx, uuid: &str) -> Outcome {
         "tables": tables,
         "restores": restores,
     }))
+}
+
+/// `full`, `full (chain root; requested incremental: <why>)` or `incremental on <parent>
+/// (chain <root>)`.
+pub fn chain_text(row: &crate::db::backups::BackupRow) -> String {
+    match (&row.parent_uuid, &row.fallback_reason) {
+        (Some(parent), _) => format!(
+            "{} on {parent} (chain {})",
+            row.backup_type,
+            row.chain_uuid.as_deref().unwrap_or("-")
+        ),
+        (None, Some(reason)) => format!(
+            "{} (starts a chain; an incremental was requested: {reason})",
+            row.backup_type
+        ),
+        (None, None) => format!("{} (starts a chain)", row.backup_type),
+    }
 }

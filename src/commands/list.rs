@@ -41,7 +41,10 @@ pub async fn list(ctx: &Ctx, args: &crate::cli::ListArgs) -> Outcome {
             format::size(size),
             took.map_or_else(|| "-".to_owned(), format::duration),
             format::time(row.created_at),
-            row.name
+            match &row.parent_uuid {
+                Some(parent) => format!("{} [on {parent}]", row.name),
+                None => row.name.clone(),
+            }
         ));
         docs.push(json!({
             "uuid": row.uuid,
@@ -59,6 +62,9 @@ pub async fn list(ctx: &Ctx, args: &crate::cli::ListArgs) -> Outcome {
             "duration_seconds": took,
             "verified_at": row.verified_at,
             "error": row.error_message,
+            "parent_uuid": row.parent_uuid,
+            "chain_uuid": row.chain_uuid,
+            "fallback_reason": row.fallback_reason,
         }));
     }
     Ok(json!({ "ok": true, "backups": docs }))

@@ -30,6 +30,27 @@ pub async fn verify(ctx: &Ctx, uuid: &str) -> Outcome {
     rows::mark_verified(&state.pool, uuid)
         .await
         .map_err(|e| Failure::failed(&e))?;
+    // An incremental restores only with its chain: every member below it is read too.
+    let mut chain = Vec::new();
+    let mut next = row.parent_uuid.clone();
+    while let Some(parent) = next.take() {
+        let member = existing(ctx, &parent).await.map_err(|_| {
+            Failure::Failed(format!(
+                "backup {uuid} verified, but its chain is broken: {parent} is gone"
+            ))
+        })?;
+        crate::backup::verify(state, &parent, member.checksum.as_deref())
+            .await
+            .map_err(|e| {
+                Failure::Failed(format!(
+                    "backup {uuid} verified, but chain member {parent} does not: {}",
+                    super::one_line(&e)
+                ))
+            })?;
+        ctx.out.line(format!("chain member {parent} verified"));
+        chain.push(parent);
+        next = member.parent_uuid;
+    }
     let elapsed = started.elapsed().as_secs_f64();
     ctx.out.line(format!(
         "backup {uuid} verified in {}: {} files, {}, {} rows",
@@ -45,6 +66,9 @@ pub async fn verify(ctx: &Ctx, uuid: &str) -> Outcome {
         "bytes": report.bytes,
         "rows": report.rows,
         "manifest_sha256": report.manifest_sha256,
+        "parent_uuid": row.parent_uuid,
+        "chain_uuid": row.chain_uuid,
+        "chain_verified": chain,
         "elapsed_seconds": elapsed,
     }))
 }

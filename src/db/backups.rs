@@ -234,14 +234,22 @@ pub async fn mark_success(
     run_id: &str,
     outcome: &BackupOutcome,
 ) -> Result<Transition, sqlx::Error> {
-    let manifest =
-        serde_json::to_value(&outcome.manifest).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let m = &outcome.manifest;
+    let manifest = serde_json::to_value(m).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let position = m
+        .position
+        .as_ref()
+        .map(serde_json::to_value)
+        .transpose()
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     // language=PostgreSQL
     let done = sqlx::query(
         "UPDATE root_data_backups
          SET status = 'success', completed_at = now(), file_path = $2, file_size = $3, checksum = $4,
              manifest = $5, verified_at = now(), error_message = NULL, rows_written = $6,
-             bytes_written = $3, progress_updated_at = now(), updated_at = now()
+             bytes_written = $3, progress_updated_at = now(), updated_at = now(),
+             backup_type = $8, parent_uuid = $9, chain_uuid = $10, position = $11,
+             fallback_reason = $12
          WHERE uuid = $1 AND status = 'running' AND inngest_run_id = $7",
     )
     .bind(uuid)
@@ -251,9 +259,58 @@ pub async fn mark_success(
     .bind(manifest)
     .bind(i64::try_from(outcome.rows).unwrap_or(i64::MAX))
     .bind(run_id)
+    // The manifest says what was taken: an incremental request may have become a full.
+    .bind(&m.backup_type)
+    .bind(&m.parent_uuid)
+    .bind(&m.chain_uuid)
+    .bind(position)
+    .bind(&m.fallback_reason)
     .execute(db)
     .await?;
     transition(db, uuid, done.rows_affected()).await
+}
+
+/// The backups that build directly on `uuid` (incrementals whose parent it is), oldest first;
+/// failed and deleted ones do not count.
+///
+/// # Errors
+/// Database errors.
+pub async fn children_of(db: impl PgExecutor<'_>, uuid: &str) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT uuid FROM root_data_backups
+         WHERE parent_uuid = $1 AND deleted_at IS NULL AND status <> 'failed' ORDER BY id",
+    )
+    .bind(uuid)
+    .fetch_all(db)
+    .await
+}
+
+/// The backup an incremental of this scope builds on: the newest successful one of the same
+/// scope, tenant and table list (full or incremental), other than `uuid` itself.
+///
+/// # Errors
+/// Database errors.
+#[tracing::instrument(skip_all)]
+pub async fn latest_success(
+    db: impl PgExecutor<'_>,
+    uuid: &str,
+    scope: &str,
+    tenant_id: Option<i32>,
+    tables: Option<&[String]>,
+) -> Result<Option<BackupRow>, sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_as(
+        "SELECT * FROM root_data_backups
+         WHERE status = 'success' AND deleted_at IS NULL AND uuid <> $1 AND backup_scope = $2
+           AND tenant_id IS NOT DISTINCT FROM $3 AND backup_tables IS NOT DISTINCT FROM $4
+         ORDER BY completed_at DESC NULLS LAST, id DESC LIMIT 1",
+    )
+    .bind(uuid)
+    .bind(scope)
+    .bind(tenant_id)
+    .bind(tables)
+    .fetch_optional(db)
+    .await
 }
 
 /// Records a failure of `run_id`'s attempt (the message cut to [`MAX_ERROR_MESSAGE`]

@@ -97,6 +97,10 @@ mod tests {
             sequences: vec![],
             excluded_tables: vec![],
             ownership: None,
+            parent_uuid: None,
+            chain_uuid: None,
+            position: None,
+            fallback_reason: None,
         }
     }
 
@@ -113,6 +117,7 @@ mod tests {
             columns,
             primary_key: vec![],
             predicate: None,
+            delta: None,
         }
     }
 

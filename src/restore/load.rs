@@ -28,6 +28,8 @@ pub(super) async fn fresh(
     manifest: &Manifest,
     target: &ConnInfo,
     entries: &[&TableEntry],
+    base: &[&TableEntry],
+    deltas: &[Manifest],
 ) -> Result<Vec<TableCheck>, RestoreError> {
     let pool = crate::db::connect(target, 2)
         .await
@@ -50,12 +52,21 @@ pub(super) async fn fresh(
         create_schemas(target, manifest).await?;
     }
     pg_restore(state, target, &schema, "pre-data", 1, None).await?;
-    let loaded = load_parallel(state, target, entries).await?;
+    let loaded = load_parallel(state, target, base).await?;
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "schema created and rows loaded"
     );
     let mut conn = connect(target).await?;
+    // An incremental's chain: its changes go in before constraints and triggers exist.
+    if !deltas.is_empty() {
+        let tables: Vec<TableRef> = entries.iter().map(|e| e.table_ref()).collect();
+        exec(&mut conn, "BEGIN", "starting to apply the incrementals").await?;
+        for delta in deltas {
+            super::chain::apply(&mut conn, state.storage.as_ref(), delta, &tables).await?;
+        }
+        exec(&mut conn, "COMMIT", "committing the incrementals").await?;
+    }
     for seq in &manifest.sequences {
         sequences::set_exact(&mut conn, seq)
             .await
@@ -74,12 +85,17 @@ pub(super) async fn fresh(
     } else {
         post_data_of_a_subset(state, target, &schema, manifest.tenant_id.is_some()).await?;
     }
-    drop(conn);
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "indexes and constraints built"
     );
-    counted_checks(entries, &loaded)
+    if deltas.is_empty() {
+        counted_checks(entries, &loaded)
+    } else {
+        // Rows were changed after they streamed in: re-read each table against the state the
+        // last incremental recorded.
+        verify_tables(&mut conn, entries).await
+    }
 }
 
 /// The check of a restore into a new database. Every row was verified against the manifest
@@ -364,9 +380,36 @@ async fn copy_into(
         "COPY {} ({columns}) FROM STDIN{options}",
         entry.table_ref().quoted()
     );
+    copy_statement(conn, storage, entry, &statement).await
+}
+
+/// Streams `entry`'s file into `target` (a quoted table name: a temporary table of an
+/// incremental's changes or keys).
+pub(super) async fn copy_entry_into(
+    conn: &mut PgConnection,
+    storage: &dyn Storage,
+    entry: &TableEntry,
+    target: &str,
+) -> Result<u64, RestoreError> {
+    let columns = entry
+        .columns
+        .iter()
+        .map(|c| quote_ident(&c.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let statement = format!("COPY {target} ({columns}) FROM STDIN");
+    copy_statement(conn, storage, entry, &statement).await
+}
+
+async fn copy_statement(
+    conn: &mut PgConnection,
+    storage: &dyn Storage,
+    entry: &TableEntry,
+    statement: &str,
+) -> Result<u64, RestoreError> {
     let mut reader = artifact::open_table(storage, entry).await?;
     let mut copy = conn
-        .copy_in_raw(&statement)
+        .copy_in_raw(statement)
         .await
         .map_err(RestoreError::db("starting COPY FROM"))?;
     let mut buf = vec![0u8; COPY_CHUNK];
@@ -409,6 +452,8 @@ pub(super) async fn replace_tables(
     manifest: &Manifest,
     target: &ConnInfo,
     entries: &[&TableEntry],
+    base: &[&TableEntry],
+    deltas: &[Manifest],
     record: Option<uuid::Uuid>,
 ) -> Result<Vec<TableCheck>, RestoreError> {
     let live = check_target(manifest, target, entries).await?;
@@ -448,8 +493,11 @@ pub(super) async fn replace_tables(
         "truncating the tables",
     )
     .await?;
-    for entry in entries {
+    for entry in base {
         copy_into(&mut conn, state.storage.as_ref(), entry, false).await?;
+    }
+    for delta in deltas {
+        super::chain::apply(&mut conn, state.storage.as_ref(), delta, &tables).await?;
     }
     // Triggers and rules of a live database may change rows on the way in: re-read them all.
     for fk in &inner {

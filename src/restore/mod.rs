@@ -3,6 +3,7 @@
 //! tables in one transaction. Every restore proves its result: row counts and content hashes of
 //! the restored tables must equal the manifest's. Tenant restores live in [`crate::tenant`].
 
+mod chain;
 pub mod compat;
 mod drill;
 mod load;
@@ -17,6 +18,7 @@ use crate::catalog::TableRef;
 use crate::pg::{quote_ident, ConnInfo, ProcessError};
 use crate::startup::AppState;
 
+pub use chain::resolve as chain_of;
 pub use drill::{drill, scratch_name, scratch_prefix, DrillReport};
 
 /// How a restore treats its target.
@@ -87,6 +89,8 @@ pub enum RestoreError {
         expected_rows: u64,
         expected_hash: String,
     },
+    #[error("the incremental's chain cannot be restored: {0}")]
+    BrokenChain(String),
     #[error("the backup artifact is damaged: {0}")]
     Artifact(#[from] ArtifactError),
     #[error("pg_restore: {0}")]
@@ -175,6 +179,10 @@ pub async fn restore_into_database(
         return Err(RestoreError::TenantScope(manifest.backup_uuid.clone()));
     }
     let entries = select_entries(manifest, tables.as_deref())?;
+    // An incremental restores its chain: the full's rows, then each incremental's changes.
+    let chain = chain::resolve(state, manifest).await?;
+    let (base_manifest, deltas) = chain.split_first().expect("a chain holds its last member");
+    let base = chain::base_entries(base_manifest, &entries)?;
     let _slot = tokio::time::timeout(
         crate::backup::SLOT_WAIT,
         state.limiter.clone().acquire_owned(),
@@ -185,9 +193,11 @@ pub async fn restore_into_database(
     let timeout = state.settings.backup.step_timeout;
     let work = async {
         match mode {
-            RestoreMode::Fresh => load::fresh(state, manifest, target, &entries).await,
+            RestoreMode::Fresh => {
+                load::fresh(state, manifest, target, &entries, &base, deltas).await
+            }
             RestoreMode::ReplaceTables => {
-                load::replace_tables(state, manifest, target, &entries, record).await
+                load::replace_tables(state, manifest, target, &entries, &base, deltas, record).await
             }
         }
     };
@@ -246,6 +256,8 @@ pub async fn verify_tables(
 ) -> Result<Vec<TableCheck>, RestoreError> {
     let mut checks = Vec::new();
     for entry in entries {
+        // An incremental's entry is compared with the table's state at its snapshot.
+        let entry = &entry.as_of_snapshot();
         let digest = artifact::hash_query(conn, &entry.select_all())
             .await
             .map_err(RestoreError::db("re-reading a restored table"))?;

@@ -36,6 +36,13 @@ pub struct Saved {
     pub rows: i64,
     pub tables: usize,
     pub checksum: Option<String>,
+    /// What was taken (`full` when an incremental request fell back), and its chain.
+    #[serde(default)]
+    pub backup_type: String,
+    #[serde(default)]
+    pub parent_uuid: Option<String>,
+    #[serde(default)]
+    pub fallback_reason: Option<String>,
 }
 
 impl From<&BackupRow> for Saved {
@@ -53,6 +60,9 @@ impl From<&BackupRow> for Saved {
             rows: row.rows_written,
             tables,
             checksum: row.checksum.clone(),
+            backup_type: row.backup_type.clone(),
+            parent_uuid: row.parent_uuid.clone(),
+            fallback_reason: row.fallback_reason.clone(),
         }
     }
 }

@@ -680,6 +680,11 @@ async fn apply_tenant(
     let tenant_id = manifest
         .tenant_id
         .ok_or_else(|| refused("not a tenant backup"))?;
+    if manifest.is_incremental() {
+        return Err(refused(
+            "an incremental tenant backup restores into a new database; into a live database restore its chain's full, or take a full backup",
+        ));
+    }
     if plan.tables.is_some() {
         return Err(refused(
             "a tenant restore replaces all of the tenant's backed-up rows; tables cannot be chosen",

@@ -330,9 +330,10 @@ async fn invalid_specs_are_final_errors() {
         spec(BackupScope::Table, None, &[]),
         spec(BackupScope::Tenant, Some(99), &[]),
         spec(BackupScope::Table, Some(1), &["infra_platform_settings"]),
+        // An incremental is validated like a full (its shape rules are the same).
         BackupSpec {
             backup_type: BackupType::Incremental,
-            ..spec(BackupScope::All, None, &[])
+            ..spec(BackupScope::All, Some(1), &[])
         },
     ];
     for s in cases {

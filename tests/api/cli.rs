@@ -514,7 +514,7 @@ async fn a_failed_cli_backup_is_not_called_a_safety_backup() {
 }
 
 #[tokio::test]
-async fn help_is_honest_and_incremental_is_refused_with_a_clear_message() {
+async fn help_is_honest_and_a_first_incremental_is_a_full_that_says_why() {
     let db = TestDb::migrated().await;
     let storage = tempfile::tempdir().unwrap();
 
@@ -535,8 +535,15 @@ async fn help_is_honest_and_incremental_is_refused_with_a_clear_message() {
     assert!(text(&list_help).contains("Show at most this many backups"));
     assert!(text(&top_help).contains("3 refused for safety"));
     assert!(text(&restore_help).contains("3 refused for safety"));
-    assert_exit(&incremental, 2);
-    assert!(stderr(&incremental).contains("incremental backups are not available yet"));
+    // The first incremental has nothing to build on: a full, and the operator is told why.
+    assert_exit(&incremental, 0);
+    assert!(
+        stderr(&incremental).contains(
+            "taken as a full backup instead of an incremental: no earlier successful backup"
+        ),
+        "{}",
+        stderr(&incremental)
+    );
 }
 
 #[tokio::test]

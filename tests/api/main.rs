@@ -12,6 +12,7 @@ mod e2e_backup;
 mod e2e_restore;
 mod exactly_once;
 mod foundation;
+mod incremental;
 mod kill;
 mod page;
 mod rest;
