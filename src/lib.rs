@@ -8,7 +8,9 @@
 //!   `verify`, `list`, `info`, `restores`, `drill`) and its exit codes.
 //! - [`api`]: the REST API of the RiverEdge backup page (JWT auth, tenant isolation, zip
 //!   downloads, OpenAPI).
-//! - [`policy`]: the backup policy (retention, schedules) and where it is stored.
+//! - [`policy`]: the backup policy (retention, schedules, GFS tiers, fan-out, stall limit), where
+//!   it is stored, and its `backup.*` overrides from `core_system_parameters`.
+//! - [`metrics`]: `/metrics` in the Prometheus text format (process counters, table gauges).
 //! - [`startup`]: shared state, router, server life cycle and graceful shutdown.
 //! - [`local_cluster`]: a throwaway PostgreSQL from the installed binaries (no `DATABASE_URL`,
 //!   tests, benchmarks).
@@ -34,6 +36,7 @@ pub mod commands;
 pub mod db;
 pub mod jobs;
 pub mod local_cluster;
+pub mod metrics;
 pub mod pg;
 pub mod policy;
 pub mod restore;
