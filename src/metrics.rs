@@ -156,7 +156,7 @@ pub async fn render(pool: &sqlx::PgPool) -> anyhow::Result<String> {
     let lasts: Vec<(String, String, i64, i64)> = sqlx::query_as(
         "SELECT DISTINCT ON (backup_scope, tenant_id)
                 backup_scope::text, coalesce(tenant_id::text, ''),
-                extract(epoch FROM completed_at)::bigint,
+                floor(extract(epoch FROM completed_at))::bigint,
                 coalesce(extract(epoch FROM completed_at - started_at)::bigint, 0)
          FROM root_data_backups
          WHERE deleted_at IS NULL AND status = 'success' AND completed_at IS NOT NULL

@@ -16,4 +16,5 @@ mod kill;
 mod rest;
 mod rest_download;
 mod restore;
+mod schedule;
 mod tenant;
