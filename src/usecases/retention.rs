@@ -16,8 +16,9 @@
 //! A failed backup has no files; its row is kept as long as a full would be, for the record.
 //!
 //! [`prune`] carries the plan out, newest first so an incremental goes before what it builds
-//! on. The row is soft-deleted first, guarded so that it fails when a live row names the backup
-//! as its parent (an incremental that started since the plan) or a restore is reading it; then
+//! on. The row is soft-deleted first, guarded so that it fails when a live row that is not a
+//! failure names the backup as its parent (an incremental that started since the plan) or a
+//! restore is reading it (a failed incremental restores nothing, so it holds nothing); then
 //! its files go, manifest first, so a half-deleted backup never looks complete. A crash in
 //! between leaves files without a live row, which the reaper's orphan sweep removes.
 
@@ -326,7 +327,8 @@ async fn delete_one(state: &AppState, uuid: &str) -> Result<Result<(), String>, 
         "UPDATE root_data_backups b SET deleted_at = now(), updated_at = now()
          WHERE b.uuid = $1 AND b.deleted_at IS NULL AND b.status IN ('success', 'failed')
            AND NOT EXISTS (SELECT 1 FROM root_data_backups c
-                           WHERE c.parent_uuid = b.uuid AND c.deleted_at IS NULL)
+                           WHERE c.parent_uuid = b.uuid AND c.deleted_at IS NULL
+                             AND c.status <> 'failed')
            AND NOT EXISTS (SELECT 1 FROM root_data_restores r
                            WHERE r.backup_uuid = b.uuid AND r.status IN ('pending', 'running'))",
     )

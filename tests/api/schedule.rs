@@ -854,3 +854,161 @@ async fn metrics_parse_as_prometheus_text_and_move() {
     );
     app.shutdown.cancel();
 }
+
+/// The issue's acceptance: a week of simulated history (daily fulls, hourly incremental chains,
+/// some failures, plus two real backups in it) pruned with the default policy keeps exactly 7
+/// days of fulls and 24 h of incrementals (with the chains they need), and every retained real
+/// backup still drills. The generated rows carry placeholder files, so only the real backups
+/// can be drilled.
+#[tokio::test]
+async fn a_week_of_history_pruned_with_the_default_policy_keeps_7_days_of_fulls_and_24_hours_of_incrementals(
+) {
+    let db = TestDb::with_fixture().await;
+    let app = spawn_app(&db).await;
+    let mut real = Vec::new();
+    for _ in 0..2 {
+        let run = app
+            .run(
+                "backup-execute",
+                "backup/execute",
+                json!({"backup_scope": "all"}),
+            )
+            .await;
+        let RunStatusValue(out) = RunStatusValue::of(&run);
+        real.push(out["backup_uuid"].as_str().unwrap().to_owned());
+    }
+    let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let g = Gen {
+        pool: &db.pool,
+        storage: app.storage_dir.path(),
+        now,
+    };
+    // Day d's full is 24d + 10 h old (d = 0..=7); its chain of hourly incrementals follows it
+    // until the next full; every 7th incremental fails (the next builds on the last success).
+    let mut expected_kept = BTreeSet::new();
+    let mut expected_gone = BTreeSet::new();
+    let mut n = 0;
+    for d in 0..=7i64 {
+        let full_age = 24 * d + 10;
+        let full_name = format!("full-d{d}");
+        let full = match d {
+            0 | 7 => {
+                // The real backups play the newest and the oldest full.
+                let uuid = real[usize::from(d == 7)].clone();
+                sqlx::query(
+                    "UPDATE root_data_backups SET name = $2, scheduled_for = $3, chain_uuid = uuid
+                     WHERE uuid = $1",
+                )
+                .bind(&uuid)
+                .bind(&full_name)
+                .bind(now - chrono::Duration::hours(full_age))
+                .execute(&db.pool)
+                .await
+                .unwrap();
+                uuid
+            }
+            _ => {
+                g.add(&full_name, "full", "all", None, "success", full_age, None)
+                    .await
+            }
+        };
+        if full_age < 7 * 24 {
+            expected_kept.insert(full_name);
+        } else {
+            expected_gone.insert(full_name);
+        }
+        let mut parent = full;
+        let mut chain = Vec::new();
+        for age in (full_age - 23..full_age).rev().filter(|a| *a >= 1) {
+            n += 1;
+            let name = format!("inc-d{d}-{age}h");
+            if n % 7 == 0 {
+                g.add(
+                    &name,
+                    "incremental",
+                    "all",
+                    None,
+                    "failed",
+                    age,
+                    Some(&parent),
+                )
+                .await;
+                // A failed row stays for the record as long as a full would.
+                if age < 7 * 24 {
+                    expected_kept.insert(name);
+                } else {
+                    expected_gone.insert(name);
+                }
+                continue;
+            }
+            parent = g
+                .add(
+                    &name,
+                    "incremental",
+                    "all",
+                    None,
+                    "success",
+                    age,
+                    Some(&parent),
+                )
+                .await;
+            chain.push((name, age));
+        }
+        // A chain with an incremental from the last 24 h is kept whole (nothing orphaned).
+        let chain_kept = chain.iter().any(|(_, age)| *age < 24);
+        for (name, _) in chain {
+            if chain_kept {
+                expected_kept.insert(name);
+            } else {
+                expected_gone.insert(name);
+            }
+        }
+    }
+    let report = retention::prune(&app.state, &BackupPolicy::default(), false)
+        .await
+        .unwrap();
+    assert_eq!(report.skipped, Vec::<(String, String)>::new());
+    let live = live_names(&db.pool).await;
+    assert_eq!(live, expected_kept);
+    let deleted: BTreeSet<String> =
+        sqlx::query_scalar("SELECT name FROM root_data_backups WHERE deleted_at IS NOT NULL")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    assert_eq!(deleted, expected_gone);
+    // Exactly the fulls of the last 7 days, and every successful incremental of the last 24 h.
+    let fulls: Vec<&String> = live.iter().filter(|n| n.starts_with("full-")).collect();
+    assert_eq!(fulls.len(), 7);
+    let recent_incrementals_gone: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM root_data_backups WHERE backup_type = 'incremental'
+           AND deleted_at IS NOT NULL AND scheduled_for > now() - interval '24 hours'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(recent_incrementals_gone, 0);
+    let orphans: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM root_data_backups c JOIN root_data_backups p ON p.uuid = c.parent_uuid
+         WHERE c.deleted_at IS NULL AND c.status = 'success' AND p.deleted_at IS NOT NULL",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(orphans, 0);
+
+    // The expired real backup is gone with its files; the retained one still restores.
+    assert!(app.artifact_files(&real[1]).is_empty());
+    let drill = riveredge_backup::restore::drill(&app.state, &real[0])
+        .await
+        .unwrap_or_else(|e| panic!("drill: {e}"));
+    assert!(drill
+        .tables
+        .iter()
+        .all(riveredge_backup::restore::TableCheck::matches));
+    app.shutdown.cancel();
+}
