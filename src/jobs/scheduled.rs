@@ -9,6 +9,11 @@
 //! The row's uuid derives from that tick (not from the run or the wall clock), and the row
 //! records it in `scheduled_for`, so a retried, duplicated or rerun tick is one backup. The
 //! backup itself runs through exactly the same steps as `backup/execute`.
+//!
+//! With the policy's `tenant_fanout`, a tick also creates one tenant-scoped backup per active
+//! tenant of `TENANTS_TABLE` (rows whose `status` is `active`, or every row without a `status`
+//! column) and sends one `backup/execute` per tenant with the row's uuid as event id, so a
+//! repeated tick sends the same events and creates no second row.
 
 use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::{json, Value};
@@ -138,6 +143,26 @@ async fn run_scheduled(
         Ok(json!({"backup_uuid": new.uuid, "scheduled_for": tick, "created": created}))
     })
     .await?;
+    let st = state.clone();
+    let fanout: Vec<(i32, String)> = step(&ctx.step, "fan-out-plan", move || async move {
+        plan_fanout(&st, slug, backup_type, tick)
+            .await
+            .map_err(|e| inngest::Error::retriable(format!("tenant fan-out: {e:#}")))
+    })
+    .await?;
+    if !fanout.is_empty() {
+        let events = fanout
+            .iter()
+            .map(|(tenant, uuid)| {
+                inngest::Event::new(
+                    backup_execute::EVENTS[0],
+                    json!({"backup_uuid": uuid, "tenant_id": tenant}),
+                )
+                .with_id(uuid.clone())
+            })
+            .collect();
+        ctx.step.send_event("fan-out", events).await?;
+    }
     let event = BackupEvent {
         backup: Some(BackupRef::Uuid(uuid)),
         backup_scope: Some("all".to_owned()),
@@ -145,6 +170,61 @@ async fn run_scheduled(
         ..BackupEvent::default()
     };
     backup_execute::run_event(state, ctx, event).await
+}
+
+/// With fan-out on, the pending row of each active tenant's backup for `tick`: `(tenant, uuid)`.
+async fn plan_fanout(
+    state: &AppState,
+    slug: &str,
+    backup_type: &str,
+    tick: DateTime<Utc>,
+) -> anyhow::Result<Vec<(i32, String)>> {
+    let policy = crate::policy::load_effective(&state.pool).await?.policy;
+    let Some(table_name) = state.settings.backup.tenants_table.as_deref() else {
+        if policy.tenant_fanout {
+            tracing::warn!(
+                "tenant fan-out is on but TENANTS_TABLE=none: no tenant list to fan out to"
+            );
+        }
+        return Ok(Vec::new());
+    };
+    if !policy.tenant_fanout {
+        return Ok(Vec::new());
+    }
+    let catalog = crate::catalog::Catalog::load(&state.pool).await?;
+    let table = catalog.resolve(table_name)?;
+    let has_status = catalog
+        .table(&table)
+        .is_some_and(|t| t.column("status").is_some());
+    // The name comes from the catalog, quoted: never raw input.
+    let sql = format!(
+        "SELECT \"id\" FROM {} {} ORDER BY \"id\"",
+        table.quoted(),
+        if has_status {
+            "WHERE \"status\" = 'active'"
+        } else {
+            ""
+        }
+    );
+    let tenants: Vec<i32> = sqlx::query_scalar(&sql).fetch_all(&state.pool).await?;
+    let mut out = Vec::with_capacity(tenants.len());
+    for tenant in tenants {
+        let uuid = tick_uuid(slug, "tenant", Some(tenant), tick).to_string();
+        let new = NewBackup {
+            uuid: uuid.clone(),
+            tenant_id: Some(tenant),
+            name: format!(
+                "scheduled-{backup_type}-tenant-{tenant}-{}",
+                tick.format("%Y%m%dT%H%MZ")
+            ),
+            backup_type: backup_type.to_owned(),
+            backup_scope: "tenant".to_owned(),
+            backup_tables: None,
+        };
+        rows::insert_scheduled(&state.pool, &new, tick).await?;
+        out.push((tenant, uuid));
+    }
+    Ok(out)
 }
 
 /// `backup-retention`: prunes with the effective policy.

@@ -1012,3 +1012,76 @@ async fn a_week_of_history_pruned_with_the_default_policy_keeps_7_days_of_fulls_
         .all(riveredge_backup::restore::TableCheck::matches));
     app.shutdown.cancel();
 }
+
+#[tokio::test]
+async fn with_fan_out_a_tick_also_backs_up_each_active_tenant_once() {
+    let db = TestDb::with_fixture().await;
+    let fake = FakeInngestServer::start_dev().await;
+    let app = spawn_app_with(
+        &db,
+        &[
+            ("INNGEST_EVENT_API_BASE_URL", &fake.url()),
+            ("INNGEST_EVENT_KEY", "test-event-key"),
+        ],
+    )
+    .await;
+    db.execute_script("UPDATE infra_tenants SET status = 'inactive' WHERE id = 4")
+        .await;
+    policy::save(
+        &db.pool,
+        &BackupPolicy {
+            tenant_fanout: true,
+            ..BackupPolicy::default()
+        },
+        "test",
+    )
+    .await
+    .unwrap();
+    let at = "2026-12-01T02:00:00Z";
+    assert_completed(
+        &app.run_event("backup-daily-full", tick(at, "0 2 * * *"))
+            .await,
+    );
+    assert_completed(
+        &app.run_event("backup-daily-full", tick(at, "0 2 * * *"))
+            .await,
+    );
+
+    let tenant_rows: Vec<(String, i32, String)> = sqlx::query_as(
+        "SELECT uuid, tenant_id, status FROM root_data_backups
+         WHERE backup_scope = 'tenant' AND scheduled_for = $1 ORDER BY tenant_id",
+    )
+    .bind(DateTime::parse_from_rfc3339(at).unwrap().to_utc())
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        tenant_rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+        [1, 2, 3],
+        "one row per active tenant, however often the tick ran"
+    );
+    let sent: Vec<Value> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/e/"))
+        .flat_map(|r| match r.body {
+            Value::Array(events) => events,
+            one => vec![one],
+        })
+        .collect();
+    let ids: BTreeSet<String> = sent
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    let uuids: BTreeSet<String> = tenant_rows.iter().map(|r| r.0.clone()).collect();
+    assert_eq!(ids, uuids, "deterministic event ids: the row uuids");
+
+    // The sent event takes that tenant's backup.
+    let one = sent.iter().find(|e| e["data"]["tenant_id"] == 2).unwrap();
+    let event = inngest::Event::new("backup/execute", one["data"].clone())
+        .with_id(one["id"].as_str().unwrap());
+    assert_completed(&app.run_event("backup-execute", event).await);
+    let uuid = &tenant_rows[1].0;
+    assert_eq!(backup_row(&db.pool, uuid).await.status, "success");
+    app.shutdown.cancel();
+}
