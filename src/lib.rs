@@ -5,7 +5,7 @@
 //! - [`settings`]: the validated configuration (environment over an optional TOML file).
 //! - [`telemetry`]: tracing subscriber (env filter, pretty or JSON).
 //! - [`cli`]: the command line (`serve`, `migrate`, `config`, `check`, `backup`, `restore`,
-//!   `verify`, `list`, `info`, `restores`, `drill`) and its exit codes.
+//!   `verify`, `list`, `info`, `restores`, `drill`, `prune`, `policy`) and its exit codes.
 //! - [`api`]: the REST API of the RiverEdge backup page (JWT auth, tenant isolation, zip
 //!   downloads, OpenAPI).
 //! - [`policy`]: the backup policy (retention, schedules, GFS tiers, fan-out, stall limit), where
