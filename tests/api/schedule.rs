@@ -655,7 +655,7 @@ async fn prune_dry_run_lists_what_would_go_and_why_and_changes_nothing() {
 }
 
 #[tokio::test]
-async fn a_stalled_backup_is_failed_with_a_reason_and_its_files_cleaned() {
+async fn a_stalled_backup_or_restore_is_failed_with_a_reason_and_the_backups_files_cleaned() {
     let db = TestDb::migrated().await;
     let app = spawn_app(&db).await;
     let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
@@ -681,11 +681,31 @@ async fn a_stalled_backup_is_failed_with_a_reason_and_its_files_cleaned() {
     .await
     .unwrap();
 
+    let restore = uuid::Uuid::new_v4().to_string();
+    sqlx::query(
+        "INSERT INTO root_data_restores (uuid, backup_uuid, restore_scope, status, heartbeat_at, updated_at)
+         VALUES ($1, $2, 'all', 'running', now() - interval '11 minutes', now() - interval '11 minutes')",
+    )
+    .bind(&restore)
+    .bind(&moving)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
     // The step timeout (1 h) is far away; the policy's 10 minutes decide.
     let report = reaper::reap(&app.state, Duration::from_secs(3600))
         .await
         .unwrap();
     assert_eq!(report.backups_failed, vec![stalled.clone()]);
+    assert_eq!(report.restores_failed, vec![restore.clone()]);
+    let (status, error): (String, Option<String>) =
+        sqlx::query_as("SELECT status, error_message FROM root_data_restores WHERE uuid = $1")
+            .bind(&restore)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "failed");
+    assert!(error.unwrap().starts_with("no progress for 10 min"));
     let row = backup_row(&db.pool, &stalled).await;
     assert_eq!(row.status, "failed");
     assert!(
