@@ -68,6 +68,19 @@ pub enum Command {
     /// Restore a backup into a scratch database, compare it with the manifest, drop the scratch.
     #[command(after_help = EXIT_CODES)]
     Drill(UuidArg),
+    /// Delete the backups the retention policy lets go (rows soft-deleted, files removed).
+    #[command(after_help = EXIT_CODES)]
+    Prune(PruneArgs),
+    /// Print the effective backup policy and where each value comes from.
+    #[command(after_help = EXIT_CODES)]
+    Policy,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PruneArgs {
+    /// List what would be deleted and why; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 impl Command {
@@ -85,6 +98,8 @@ impl Command {
             Self::Info(_) => "info",
             Self::Restores(_) => "restores",
             Self::Drill(_) => "drill",
+            Self::Prune(_) => "prune",
+            Self::Policy => "policy",
         }
     }
 }

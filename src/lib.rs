@@ -9,16 +9,19 @@
 //! - [`api`]: the REST API of the RiverEdge backup page (JWT auth, tenant isolation, zip
 //!   downloads, OpenAPI).
 //! - [`cli`] and [`commands`]: the command line (`serve`, `migrate`, `config`, `check`,
-//!   `backup`, `restore`, `verify`, `list`, `info`, `restores`, `drill`), settings by need,
-//!   `--json` output, progress, exit codes.
+//!   `backup`, `restore`, `verify`, `list`, `info`, `restores`, `drill`, `prune`, `policy`),
+//!   settings by need, `--json` output, progress, exit codes.
 //! - [`page`]: the backup page at `/backups/` (embedded HTML/CSS/JS over the REST API; CSP).
+//! - [`metrics`]: `/metrics` in the Prometheus text format (process counters, table gauges).
 //! - [`startup`]: shared state, router, server life cycle and graceful shutdown.
 //!
 //! Use cases (exactly-once outcomes under at-least-once delivery):
 //! - [`usecases`]: claim → work → guarded finish/fail for backups and restores, heartbeats, and
-//!   the reaper that fails dead work and sweeps what it left behind.
+//!   the reaper that fails dead and stalled work and sweeps what it left behind, and retention
+//!   (chains expire as a whole).
 //! - [`retry`]: the one rule for which errors are transient.
-//! - [`policy`]: the backup policy (retention, schedules) and where it is stored.
+//! - [`policy`]: the backup policy (retention, schedules, GFS tiers, fan-out, stall limit), where
+//!   it is stored, and its `backup.*` overrides from `core_system_parameters`.
 //!
 //! Engines (one operation each, knowing nothing of Inngest or HTTP):
 //! - [`backup`]: backup spec and validation, scope selection, the dump pipeline; incrementals
@@ -50,6 +53,7 @@ pub mod commands;
 pub mod db;
 pub mod jobs;
 pub mod local_cluster;
+pub mod metrics;
 pub mod page;
 pub mod pg;
 pub mod policy;

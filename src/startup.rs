@@ -132,6 +132,7 @@ impl AppState {
 pub fn router(state: AppState, inngest: Router) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(crate::metrics::handler))
         .with_state(state.clone())
         .merge(inngest)
         .merge(crate::api::router(state))

@@ -23,6 +23,10 @@ pub const MAX_RETRIES: u32 = 20;
 pub(crate) type HandlerFn =
     Arc<dyn Fn(Ctx) -> BoxFuture<'static, Result<Value, Error>> + Send + Sync>;
 
+/// Triggers computed at each sync (e.g. crons read from a policy the operator edits), so a
+/// changed schedule takes effect by re-syncing the app, without a restart.
+pub type TriggerSource = Arc<dyn Fn() -> BoxFuture<'static, Vec<Trigger>> + Send + Sync>;
+
 /// What starts a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
@@ -231,6 +235,7 @@ pub struct FunctionBuilder {
     retries: Option<u32>,
     flow: FlowControl,
     on_failure: Option<HandlerFn>,
+    trigger_source: Option<TriggerSource>,
 }
 
 /// A complete function definition.
@@ -243,6 +248,7 @@ pub struct Function {
     flow: FlowControl,
     handler: HandlerFn,
     on_failure: Option<HandlerFn>,
+    trigger_source: Option<TriggerSource>,
 }
 
 impl std::fmt::Debug for Function {
@@ -253,6 +259,7 @@ impl std::fmt::Debug for Function {
             .field("triggers", &self.triggers)
             .field("retries", &self.retries)
             .field("on_failure", &self.on_failure.is_some())
+            .field("trigger_source", &self.trigger_source.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -288,6 +295,7 @@ impl Function {
             retries: None,
             flow: FlowControl::default(),
             on_failure: None,
+            trigger_source: None,
         }
     }
 
@@ -313,9 +321,27 @@ impl Function {
         self.retries.unwrap_or(4).min(MAX_RETRIES) + 1
     }
 
-    /// Function objects for `/fn/register`: this function and, with `on_failure`, its
-    /// `<id>-failure` companion.
-    pub(crate) fn registration(&self, app_id: &str, serve_url: &reqwest::Url) -> Vec<Value> {
+    /// The static triggers followed by those of the trigger source, as of now.
+    pub async fn current_triggers(&self) -> Vec<Trigger> {
+        let mut triggers = self.triggers.clone();
+        if let Some(source) = &self.trigger_source {
+            for trigger in source().await {
+                if !triggers.contains(&trigger) {
+                    triggers.push(trigger);
+                }
+            }
+        }
+        triggers
+    }
+
+    /// Function objects for `/fn/register` with `triggers` (see [`Function::current_triggers`]):
+    /// this function and, with `on_failure`, its `<id>-failure` companion.
+    pub(crate) fn registration(
+        &self,
+        app_id: &str,
+        serve_url: &reqwest::Url,
+        triggers: &[Trigger],
+    ) -> Vec<Value> {
         let id = self.composite_id(app_id);
         let name = if self.name.trim().is_empty() {
             self.slug.clone()
@@ -325,7 +351,7 @@ impl Function {
         let mut main = json!({
             "id": id,
             "name": name,
-            "triggers": self.triggers,
+            "triggers": triggers,
             "steps": step_entry(serve_url, &id, self.retries),
         });
         if let (Some(object), Ok(Value::Object(flow))) =
@@ -373,6 +399,17 @@ fn step_entry(serve_url: &reqwest::Url, fn_id: &str, retries: Option<u32>) -> Va
 impl FunctionBuilder {
     pub fn trigger(mut self, trigger: Trigger) -> Self {
         self.triggers.push(trigger);
+        self
+    }
+
+    /// Triggers computed at every sync, after the static ones (duplicates dropped). A source
+    /// that returns nothing leaves the function with its static triggers only.
+    pub fn triggers_from<F, Fut>(mut self, source: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<Trigger>> + Send + 'static,
+    {
+        self.trigger_source = Some(Arc::new(move || source().boxed()));
         self
     }
 
@@ -458,6 +495,7 @@ impl FunctionBuilder {
             flow: self.flow,
             handler: boxed(f),
             on_failure: self.on_failure,
+            trigger_source: self.trigger_source,
         }
     }
 }

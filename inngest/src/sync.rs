@@ -88,13 +88,13 @@ pub(crate) fn parse_serve_url(serve_url: &str) -> Result<Url, SyncError> {
 }
 
 /// The `/fn/register` body (reference §2).
-pub(crate) fn registration_payload(app: &App, serve_url: &Url) -> Value {
+pub(crate) async fn registration_payload(app: &App, serve_url: &Url) -> Value {
     let app_id = &app.config().app_id;
-    let functions: Vec<Value> = app
-        .functions()
-        .iter()
-        .flat_map(|f| f.registration(app_id, serve_url))
-        .collect();
+    let mut functions: Vec<Value> = Vec::new();
+    for f in app.functions() {
+        let triggers = f.current_triggers().await;
+        functions.extend(f.registration(app_id, serve_url, &triggers));
+    }
     json!({
         "url": serve_url.as_str(),
         "deployType": "ping",
@@ -120,7 +120,7 @@ fn error_message(body: &[u8]) -> String {
 
 pub(crate) async fn sync(app: &App, request: &SyncRequest) -> Result<SyncOutcome, SyncError> {
     let serve_url = parse_serve_url(&request.serve_url)?;
-    let payload = registration_payload(app, &serve_url);
+    let payload = registration_payload(app, &serve_url).await;
     let path = match &request.deploy_id {
         Some(id) => {
             let mut query = reqwest::Url::parse("http://x/fn/register")

@@ -13,6 +13,7 @@ mod format;
 mod info;
 mod list;
 mod progress;
+mod prune;
 mod queries;
 mod reads;
 mod restore;
@@ -156,6 +157,8 @@ async fn dispatch(command: Command, settings: Settings, out: Output) -> Outcome 
                 Command::Info(a) => info::info(&ctx, &a.uuid).await,
                 Command::Restores(args) => restores::restores(&ctx, &args).await,
                 Command::Drill(a) => verify::drill(&ctx, &a.uuid).await,
+                Command::Prune(args) => prune::prune(&ctx, &args).await,
+                Command::Policy => prune::policy(&ctx).await,
                 Command::Serve | Command::Config | Command::Check => unreachable!("handled above"),
             };
             ctx.close().await;

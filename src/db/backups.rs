@@ -148,6 +148,34 @@ pub async fn insert(db: impl PgExecutor<'_>, new: &NewBackup) -> Result<bool, sq
     Ok(done.rows_affected() == 1)
 }
 
+/// Inserts the pending row of a scheduled backup for cron tick `scheduled_for`; `false` when
+/// it exists already (a retried or duplicated tick).
+///
+/// # Errors
+/// Database errors, including the table's CHECK constraints.
+#[tracing::instrument(skip_all)]
+pub async fn insert_scheduled(
+    db: impl PgExecutor<'_>,
+    new: &NewBackup,
+    scheduled_for: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    // language=PostgreSQL
+    let done = sqlx::query(
+        "INSERT INTO root_data_backups (uuid, tenant_id, name, backup_type, backup_scope, backup_tables, scheduled_for)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (uuid) DO NOTHING",
+    )
+    .bind(&new.uuid)
+    .bind(new.tenant_id)
+    .bind(&new.name)
+    .bind(&new.backup_type)
+    .bind(&new.backup_scope)
+    .bind(&new.backup_tables)
+    .bind(scheduled_for)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Moves the backup to `running` for `run_id` when it is pending, failed, already ours, or
 /// running without progress for `stale_after` (its worker died).
 ///

@@ -94,7 +94,16 @@ pub async fn run_event(
         return Ok(done(&saved, true));
     }
     match execute(&state, &ctx, spec.clone()).await {
-        Ok(saved) => Ok(done(&saved, false)),
+        Ok(saved) => {
+            crate::metrics::backup_finished(
+                spec.scope.as_str(),
+                spec.backup_type.as_str(),
+                "success",
+                u64::try_from(saved.file_size.unwrap_or(0)).unwrap_or(0),
+                u64::try_from(saved.rows).unwrap_or(0),
+            );
+            Ok(done(&saved, false))
+        }
         Err(e) if e.is_step_failure() || !e.is_retriable() => {
             let message = e.message().to_owned();
             let (st, uuid, text, run_id) = (
@@ -118,10 +127,19 @@ pub async fn run_event(
             .await?;
             match outcome {
                 Some(saved) => Ok(done(&saved, true)),
-                None => Err(non_retriable(format!(
-                    "backup {} failed: {message}",
-                    spec.uuid
-                ))),
+                None => {
+                    crate::metrics::backup_finished(
+                        spec.scope.as_str(),
+                        spec.backup_type.as_str(),
+                        "failed",
+                        0,
+                        0,
+                    );
+                    Err(non_retriable(format!(
+                        "backup {} failed: {message}",
+                        spec.uuid
+                    )))
+                }
             }
         }
         Err(e) => Err(e),

@@ -3,8 +3,13 @@
 //! | function (composite id `<app id>-<slug>`) | triggers |
 //! |---|---|
 //! | `backup-execute` | `backup/execute`, `database/backup.requested` |
-//! | `backup-daily-full` | cron `0 2 * * *` |
+//! | `backup-daily-full` | cron from the policy (`full_cron`, default `0 2 * * *`) |
+//! | `backup-hourly-incremental` | cron from the policy (`incremental_cron`, default `0 * * * *`) |
+//! | `backup-retention` | cron `15 * * * *` in the policy's time zone |
 //! | `backup-restore` | `backup/restore`, `database/restore.requested` |
+//!
+//! The backup and restore functions have `onFailure` companions (`<id>-failure`) that send
+//! `backup/failed` / `backup/restore.failed` ([`failure`]).
 //!
 //! This module holds only the Inngest adapters: event parsing, steps, flow control, and the
 //! mapping of errors onto Inngest's retry semantics. What each step does lives in
@@ -19,6 +24,7 @@
 
 pub mod backup_execute;
 pub mod events;
+pub mod failure;
 pub mod restore;
 pub mod scheduled;
 
@@ -89,21 +95,57 @@ pub fn inngest_app(
     )
     .trigger(inngest::Trigger::event(backup_execute::EVENTS[0]))
     .trigger(inngest::Trigger::event(backup_execute::EVENTS[1]))
+    .on_failure(handler(state, failure::backup_failed))
     .handler(handler(state, backup_execute::run));
+    let crons = |schedule| {
+        let state = state.clone();
+        move || scheduled::triggers(state.clone(), schedule)
+    };
     let daily = with_flow_control(
         inngest::Function::new(scheduled::SLUG, "Daily full backup"),
         cap,
     )
-    .trigger(inngest::Trigger::cron(scheduled::CRON))
+    .triggers_from(crons(scheduled::Schedule::Full))
+    .on_failure(handler(state, failure::backup_failed))
     .handler(handler(state, scheduled::run));
+    let hourly = with_flow_control(
+        inngest::Function::new(scheduled::INCREMENTAL_SLUG, "Hourly incremental backup"),
+        cap,
+    )
+    .triggers_from(crons(scheduled::Schedule::Incremental))
+    .on_failure(handler(state, failure::backup_failed))
+    .handler(handler(state, scheduled::run_incremental));
+    // One pass at a time across replicas: two would plan against each other's deletions.
+    let retention = inngest::Function::new(scheduled::RETENTION_SLUG, "Backup retention")
+        .retries(RETRIES)
+        .concurrency(vec![inngest::Concurrency::new(1)])
+        .triggers_from(crons(scheduled::Schedule::Retention))
+        .handler(handler(state, scheduled::run_retention));
     let restore = with_flow_control(inngest::Function::new(restore::SLUG, "Restore backup"), cap)
         .trigger(inngest::Trigger::event(restore::EVENTS[0]))
         .trigger(inngest::Trigger::event(restore::EVENTS[1]))
-        .handler(handler(state, restore::run));
+        .on_failure(handler(state, failure::restore_failed))
+        .handler(handler(state, counted_restore));
     Ok(inngest::App::new(config)
         .register(backup)
         .register(daily)
+        .register(hourly)
+        .register(retention)
         .register(restore))
+}
+
+/// [`restore::run`], counted in the metrics when it ends for good.
+async fn counted_restore(
+    state: AppState,
+    ctx: inngest::Ctx,
+) -> Result<serde_json::Value, inngest::Error> {
+    let result = restore::run(state, ctx).await;
+    match &result {
+        Ok(_) => crate::metrics::restore_finished("success"),
+        Err(e) if !e.is_retriable() => crate::metrics::restore_finished("failed"),
+        Err(_) => {}
+    }
+    result
 }
 
 fn with_flow_control(f: inngest::FunctionBuilder, cap: u32) -> inngest::FunctionBuilder {

@@ -1,5 +1,6 @@
 //! The use cases that the Inngest adapters ([`crate::jobs`]) and the operator CLI
-//! ([`crate::commands`]) share: take a backup, restore one, reap dead work.
+//! ([`crate::commands`]) share: take a backup, restore one, reap dead work, prune expired
+//! backups ([`retention`]).
 //!
 //! Every effect here has a durable record of its outcome and answers a repeat with the saved
 //! outcome instead of doing it again: Inngest delivers at least once (retried steps, duplicate
@@ -10,6 +11,7 @@
 pub mod backup;
 pub mod reaper;
 pub mod restore;
+pub mod retention;
 
 use std::future::Future;
 use std::time::Duration;

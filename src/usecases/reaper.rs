@@ -1,8 +1,10 @@
 //! The reaper: cleans up after work whose run died (kill -9, a lost machine, a database
 //! restart), on start-up and periodically.
 //!
-//! - Backup rows `running` without progress for the step timeout, and restore rows `running`
-//!   without a heartbeat for as long, become `failed` with a reason. `pending` restore rows
+//! - Backup rows `running` without progress, and restore rows `running` without a heartbeat,
+//!   for the policy's stall limit (`stall_minutes`, default 10 min; the step timeout if that is
+//!   shorter) become `failed` with a reason ("no progress for 10 min"), and a stalled backup's
+//!   files go at once: its run lost the claim, so it will not publish them. `pending` restore rows
 //!   that old never started (a killed CLI); `pending` backup rows are left for a day, since a
 //!   queued Inngest run may still take them.
 //! - Storage prefixes whose row failed, was deleted or never existed lose their files once
@@ -75,11 +77,26 @@ async fn pass(
     conn: &mut sqlx::PgConnection,
     stale_after: Duration,
 ) -> anyhow::Result<ReapReport> {
-    let stale = stale_after.as_secs_f64();
-    let reason = format!(
-        "the worker running this stopped reporting progress for {}s (killed or lost); retry it",
-        stale_after.as_secs()
-    );
+    let stall_after = match crate::policy::load_effective(&state.pool).await {
+        Ok(effective) => effective.policy.stall_after(),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the backup policy; the reaper uses the default stall limit");
+            crate::policy::BackupPolicy::default().stall_after()
+        }
+    };
+    let limit = stall_after.min(stale_after);
+    let stale = limit.as_secs_f64();
+    let reason = if limit.as_secs() % 60 == 0 {
+        format!(
+            "no progress for {} min: the worker running this stopped reporting progress (stuck, killed or lost); retry it",
+            limit.as_secs() / 60
+        )
+    } else {
+        format!(
+            "no progress for {}s: the worker running this stopped reporting progress (stuck, killed or lost); retry it",
+            limit.as_secs()
+        )
+    };
     // language=PostgreSQL
     let backups_failed: Vec<String> = sqlx::query_scalar(
         "UPDATE root_data_backups
@@ -108,10 +125,28 @@ async fn pass(
     .bind(&reason)
     .fetch_all(&mut *conn)
     .await?;
-    let prefixes_removed = sweep_prefixes(state, conn, stale_after).await?;
+    // A stalled backup's files go now; a zombie writer finds its claim lost and stops.
+    let mut prefixes_removed = Vec::new();
+    for uuid in &backups_failed {
+        state
+            .storage
+            .delete_prefix(&crate::artifact::prefix(uuid)?)
+            .await?;
+        prefixes_removed.push(uuid.clone());
+    }
+    for prefix in sweep_prefixes(state, conn, stale_after).await? {
+        if !prefixes_removed.contains(&prefix) {
+            prefixes_removed.push(prefix);
+        }
+    }
     let partials_removed = state.storage.sweep_partials(stale_after).await?;
     let databases_dropped = drop_abandoned_builds(conn).await?;
     let passfiles_removed = sweep_passfiles();
+    crate::metrics::reaper_action("backup_failed", backups_failed.len());
+    crate::metrics::reaper_action("restore_failed", restores_failed.len());
+    crate::metrics::reaper_action("prefix_removed", prefixes_removed.len());
+    crate::metrics::reaper_action("partial_removed", partials_removed);
+    crate::metrics::reaper_action("database_dropped", databases_dropped.len());
     Ok(ReapReport {
         ran: true,
         backups_failed,

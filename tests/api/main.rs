@@ -19,4 +19,5 @@ mod rest;
 mod rest_download;
 mod restart;
 mod restore;
+mod schedule;
 mod tenant;

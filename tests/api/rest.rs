@@ -817,9 +817,35 @@ async fn the_policy_is_for_platform_admins_validated_and_stored() {
     let (status, saved) = api
         .call(Method::PUT, &path, &superadmin(), Some(new.clone()))
         .await;
+    // Fields a client leaves out (the schedule's time zone, GFS tiers, fan-out, stall limit)
+    // take their defaults.
+    let mut new = new;
+    for (k, v) in [
+        ("timezone", json!("UTC")),
+        ("keep_daily", json!(0)),
+        ("keep_weekly", json!(0)),
+        ("keep_monthly", json!(0)),
+        ("keep_yearly", json!(0)),
+        ("tenant_fanout", json!(false)),
+        ("stall_minutes", json!(10)),
+    ] {
+        new[k] = v;
+    }
     assert_eq!((status, &saved), (StatusCode::OK, &new));
     let (_, read) = api.call(Method::GET, &path, &admin, None).await;
     assert_eq!(read, new);
+    let mut tiers = new.clone();
+    tiers["timezone"] = json!("Asia/Shanghai");
+    tiers["keep_weekly"] = json!(4);
+    tiers["stall_minutes"] = json!(20);
+    let (status, saved) = api
+        .call(Method::PUT, &path, &superadmin(), Some(tiers.clone()))
+        .await;
+    assert_eq!((status, &saved), (StatusCode::OK, &tiers));
+    let (status, _) = api
+        .call(Method::PUT, &path, &superadmin(), Some(new.clone()))
+        .await;
+    assert_eq!(status, StatusCode::OK);
     let bad = json!({"retention_days_full": 0, "retention_days_incremental": 2, "min_keep": 3,
                      "full_cron": "every day", "incremental_cron": null});
     let (status, body) = api.call(Method::PUT, &path, &admin, Some(bad)).await;

@@ -211,3 +211,42 @@ fn validation_catches_missing_names_extra_steps_and_bad_flow_control() {
         );
     }
 }
+
+#[tokio::test]
+async fn triggers_from_a_source_are_read_at_every_sync() {
+    use std::sync::{Arc, Mutex};
+    let cron = Arc::new(Mutex::new("0 2 * * *".to_owned()));
+    let source = Arc::clone(&cron);
+    let f = Function::new("daily", "Daily")
+        .trigger(Trigger::event("test/daily"))
+        .triggers_from(move || {
+            let cron = source.lock().unwrap().clone();
+            async move { vec![Trigger::cron(cron), Trigger::event("test/daily")] }
+        })
+        .handler(|_ctx: Ctx| async move { Ok::<_, Error>(json!(null)) });
+    let fake = FakeInngestServer::start_dev().await;
+    let app = App::new(dev_config(&fake.url())).register(f);
+
+    app.sync("http://worker:3000/api/inngest").await.unwrap();
+    *cron.lock().unwrap() = "TZ=Asia/Shanghai 30 3 * * *".to_owned();
+    app.sync("http://worker:3000/api/inngest").await.unwrap();
+
+    let bodies: Vec<Value> = fake
+        .requests_to("/fn/register")
+        .into_iter()
+        .map(|r| r.body)
+        .collect();
+    assert_eq!(bodies.len(), 2);
+    for body in &bodies {
+        assert_eq!(validate_registration(body), Vec::<String>::new());
+    }
+    assert_eq!(
+        bodies[0]["functions"][0]["triggers"],
+        json!([{"event": "test/daily"}, {"cron": "0 2 * * *"}]),
+        "static triggers first, duplicates dropped"
+    );
+    assert_eq!(
+        bodies[1]["functions"][0]["triggers"],
+        json!([{"event": "test/daily"}, {"cron": "TZ=Asia/Shanghai 30 3 * * *"}])
+    );
+}
