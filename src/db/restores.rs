@@ -217,6 +217,24 @@ pub async fn record_applied(
     Ok(())
 }
 
+/// Records what a restore did (inside its transaction) or, for a dry run, would do.
+///
+/// # Errors
+/// Database errors.
+pub async fn set_preview(
+    db: impl PgExecutor<'_>,
+    uuid: Uuid,
+    preview: &Value,
+) -> Result<(), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query("UPDATE root_data_restores SET preview = $2, updated_at = now() WHERE uuid = $1")
+        .bind(uuid.to_string())
+        .bind(preview)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 /// Records the safety backup taken before anything was replaced.
 ///
 /// # Errors

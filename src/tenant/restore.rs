@@ -56,9 +56,20 @@ pub struct RestoreOptions {
     pub tenants_table: Option<String>,
     /// Tables that are never restored (our own bookkeeping tables).
     pub skip: Vec<TableRef>,
-    /// How long one statement may wait for a lock before the restore gives up (and rolls back)
-    /// rather than stalling the application behind it.
+    /// The lock budget: how long one statement may wait for a lock before the restore gives up
+    /// (and rolls back, a retriable error) rather than letting sessions queue behind it. The
+    /// restore takes no table lock stronger than ROW EXCLUSIVE, so other tenants' writes never
+    /// wait for it; this bounds the rest (see docs/tenant-restore.md).
     pub lock_timeout: Duration,
+    /// Longest wait for another restore of the same tenant to finish (the per-tenant advisory
+    /// lock is queued on, not subject to `lock_timeout`).
+    pub queue_timeout: Duration,
+    /// Index foreign-key columns that have none for the restore's duration (DDL on shared
+    /// tables: a SHARE lock on them until commit, and table ownership). Off by default: the
+    /// report lists the `CREATE INDEX CONCURRENTLY` statements instead.
+    pub temporary_indexes: bool,
+    /// Compute the preview, check that the restore would succeed, and roll everything back.
+    pub dry_run: bool,
     /// Upper bound for any single statement (a staging COPY of a large table included).
     pub statement_timeout: Duration,
     /// The `root_data_restores` row of this request, when the target holds that table: locked
@@ -68,14 +79,18 @@ pub struct RestoreOptions {
 }
 
 impl RestoreOptions {
-    /// Defaults: the RiverEdge tenants table, 5 s lock waits, 30 min statements.
+    /// Defaults: the RiverEdge tenants table, a 1 s lock budget, 30 min statements and queue
+    /// waits, no DDL, a real restore.
     pub fn new(tenant_id: i32) -> Self {
         Self {
             tenant_id,
             tenants_table: Some("infra_tenants".to_owned()),
             skip: Vec::new(),
-            lock_timeout: Duration::from_secs(5),
+            lock_timeout: Duration::from_secs(1),
+            queue_timeout: Duration::from_secs(30 * 60),
             statement_timeout: Duration::from_secs(30 * 60),
+            temporary_indexes: false,
+            dry_run: false,
             record: None,
         }
     }
@@ -90,13 +105,49 @@ pub struct RestoreReport {
     pub tables: Vec<TableReport>,
     /// Sequences that were advanced past restored ids.
     pub sequences_advanced: Vec<TableRef>,
+    /// What the restore does (dry run: would do), in the `root_data_restores.preview` shape.
+    pub preview: Preview,
+    /// `CREATE INDEX CONCURRENTLY` statements for foreign-key columns without an index: each
+    /// deleted parent row costs a scan of the child table until they exist.
+    pub missing_indexes: Vec<String>,
+    /// Whether everything was rolled back (a dry run).
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableReport {
     pub table: TableRef,
+    /// Rows physically deleted and inserted (every covered row is rewritten).
     pub deleted: u64,
     pub inserted: u64,
+    /// The tenant's rows committed by other sessions after the restore locked the tenant's
+    /// rows: kept (docs/tenant-restore.md).
+    pub kept: u64,
+}
+
+/// Per table, the logical change: `insert` backup rows whose key is not live, `update` keys in
+/// both whose content differs, `delete` live rows whose key is not in the backup (tables without
+/// a primary key: whole rows compared as multisets). Identical rows are not counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Preview {
+    pub tables: Vec<TableChange>,
+    pub sequences: Vec<SequenceMove>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TableChange {
+    pub table: String,
+    pub insert: i64,
+    pub update: i64,
+    pub delete: i64,
+}
+
+/// A sequence moved forward past restored ids: from the last value handed out, to the new one.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SequenceMove {
+    pub sequence: String,
+    pub from: i64,
+    pub to: i64,
 }
 
 /// A row that stays but references a row the restore would delete.
@@ -265,13 +316,14 @@ impl Target<'_> {
             .join(", ")
     }
 
-    /// Rows of this table (over `alias`) that the restore deletes.
-    fn doomed_over(&self, alias: &str, plan: &TenantPlan) -> String {
+    /// Rows of this table (over `alias`) that the restore deletes: the set fixed and locked by
+    /// [`fix_doomed_rows`], by primary key, or by `ctid` for tables without one (stable: the
+    /// rows are locked `FOR UPDATE` until the commit, so nobody else can move them).
+    fn doomed_over(&self, alias: &str) -> String {
         if self.table.primary_key.is_empty() {
             format!(
-                "coalesce({}, false)",
-                plan.predicate_over(self.name(), alias)
-                    .unwrap_or_else(|| "false".to_owned())
+                "{alias}.ctid = ANY (ARRAY(SELECT rbk_ctid FROM {}))",
+                self.doomed()
             )
         } else {
             format!(
@@ -319,7 +371,10 @@ pub async fn restore(
         .begin()
         .await
         .map_err(db_error("beginning the restore transaction"))?;
-    if let Some(uuid) = opts.record {
+    // First, holding nothing else: queue behind other restores of this tenant.
+    wait_for_turn(&mut tx, opts).await?;
+    let record = opts.record.filter(|_| !opts.dry_run);
+    if let Some(uuid) = record {
         let row = crate::db::restores::lock_for_apply(&mut tx, uuid)
             .await
             .map_err(db_error("locking the restore record"))?;
@@ -328,27 +383,45 @@ pub async fn restore(
         }
     }
     match run(&mut tx, catalog, storage, &plan, manifest, &targets, opts).await {
-        Ok((tables, sequences_advanced)) => {
-            if let Some(uuid) = opts.record {
-                let rows = serde_json::Value::Object(
-                    tables
-                        .iter()
-                        .map(|t| (t.table.to_string(), serde_json::json!(t.inserted)))
-                        .collect(),
-                );
-                crate::db::restores::record_applied(&mut tx, uuid, &rows, None)
+        Ok(outcome) => {
+            let preview_json = serde_json::to_value(&outcome.preview).unwrap_or_default();
+            if opts.dry_run {
+                tx.rollback()
                     .await
-                    .map_err(db_error("recording the restore"))?;
+                    .map_err(db_error("rolling the dry run back"))?;
+                tracing::info!(
+                    tables = outcome.tables.len(),
+                    "tenant restore dry run rolled back"
+                );
+            } else {
+                if let Some(uuid) = record {
+                    let rows = serde_json::Value::Object(
+                        outcome
+                            .tables
+                            .iter()
+                            .map(|t| (t.table.to_string(), serde_json::json!(t.inserted)))
+                            .collect(),
+                    );
+                    crate::db::restores::record_applied(&mut tx, uuid, &rows, None)
+                        .await
+                        .map_err(db_error("recording the restore"))?;
+                    crate::db::restores::set_preview(&mut *tx, uuid, &preview_json)
+                        .await
+                        .map_err(db_error("recording the restore"))?;
+                }
+                tx.commit()
+                    .await
+                    .map_err(db_error("committing the restore"))?;
+                tracing::info!(tables = outcome.tables.len(), "tenant restore committed");
             }
-            tx.commit()
-                .await
-                .map_err(db_error("committing the restore"))?;
-            tracing::info!(tables = tables.len(), "tenant restore committed");
             Ok(RestoreReport {
                 tenant_id: opts.tenant_id,
                 backup_uuid: manifest.backup_uuid.clone(),
-                tables,
-                sequences_advanced,
+                tables: outcome.tables,
+                sequences_advanced: outcome.sequences_advanced,
+                preview: outcome.preview,
+                missing_indexes: outcome.missing_indexes,
+                dry_run: opts.dry_run,
             })
         }
         Err(e) => {
@@ -359,6 +432,27 @@ pub async fn restore(
             Err(e)
         }
     }
+}
+
+/// The per-tenant advisory lock, waited on (up to `queue_timeout`, not the lock budget): two
+/// restores of one tenant run one after the other. Taken first in the transaction, so a queued
+/// restore holds no other lock while it waits.
+async fn wait_for_turn(conn: &mut PgConnection, opts: &RestoreOptions) -> Result<(), RestoreError> {
+    let sql = format!(
+        "SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {};",
+        quote_literal(&format!("{}ms", opts.queue_timeout.as_millis())),
+        quote_literal(&format!("{}ms", opts.queue_timeout.as_millis())),
+    );
+    crate::pg::execute(&mut *conn, &sql)
+        .await
+        .map_err(db_error("configuring the restore session"))?;
+    // language=PostgreSQL
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('riveredge-backup tenant restore'), $1)")
+        .bind(opts.tenant_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error("waiting for other restores of this tenant"))?;
+    Ok(())
 }
 
 fn check_manifest(manifest: &Manifest, tenant_id: i32) -> Result<(), RestoreError> {
@@ -482,7 +576,12 @@ fn column_differences(live: &Table, entry: &TableEntry) -> Vec<String> {
     out
 }
 
-type Outcome = (Vec<TableReport>, Vec<TableRef>);
+struct Outcome {
+    tables: Vec<TableReport>,
+    sequences_advanced: Vec<TableRef>,
+    preview: Preview,
+    missing_indexes: Vec<String>,
+}
 
 async fn run(
     conn: &mut PgConnection,
@@ -505,18 +604,27 @@ async fn run(
     for t in targets {
         fix_doomed_rows(conn, t).await?;
     }
-    check_cross_references(conn, catalog, plan, targets).await?;
-    let temporary_indexes = index_referencing_columns(conn, catalog, targets).await?;
+    check_cross_references(conn, catalog, targets).await?;
+    let mut preview = Preview::default();
+    for t in targets {
+        preview.tables.push(changes(conn, t).await?);
+    }
+    let missing = missing_indexes(conn, catalog, targets).await?;
+    let mut temporary_indexes = Vec::new();
+    if opts.temporary_indexes {
+        temporary_indexes = create_temporary_indexes(conn, &missing).await?;
+    }
+    let missing_indexes = missing.iter().map(MissingIndex::statement).collect();
 
     let mut deleted = vec![0; targets.len()];
     for t in targets.iter().filter(|t| !t.deferred.is_empty()) {
-        null_deferred(conn, t, plan).await?;
+        null_deferred(conn, t).await?;
     }
     for t in targets.iter().rev() {
         let sql = format!(
             "DELETE FROM {} t WHERE {}",
             t.name().quoted(),
-            t.doomed_over("t", plan)
+            t.doomed_over("t")
         );
         deleted[t.index] = sqlx::query(&sql)
             .execute(&mut *conn)
@@ -531,6 +639,7 @@ async fn run(
             table: t.name().clone(),
             deleted: deleted[t.index],
             inserted,
+            kept: 0,
         });
     }
     for t in targets.iter().filter(|t| !t.deferred.is_empty()) {
@@ -538,13 +647,18 @@ async fn run(
     }
     let mut sequences_advanced = Vec::new();
     for t in targets {
-        for seq in advance_sequences(conn, catalog, manifest, t).await? {
+        for (seq, movement) in advance_sequences(conn, catalog, manifest, t, opts.dry_run).await? {
             if !sequences_advanced.contains(&seq) {
                 sequences_advanced.push(seq);
+                preview.sequences.push(movement);
             }
         }
     }
-    verify(conn, targets).await?;
+    let xid = current_xid(conn).await?;
+    verify(conn, targets, &xid).await?;
+    for (t, report) in targets.iter().zip(tables.iter_mut()) {
+        report.kept = kept(conn, t, &xid).await?;
+    }
     // Last, so the ACCESS EXCLUSIVE lock DROP INDEX takes lasts only until the commit.
     for index in temporary_indexes {
         sqlx::query(&format!("DROP INDEX {index}"))
@@ -552,23 +666,128 @@ async fn run(
             .await
             .map_err(db_error("dropping a temporary index"))?;
     }
-    Ok((tables, sequences_advanced))
+    Ok(Outcome {
+        tables,
+        sequences_advanced,
+        preview,
+        missing_indexes,
+    })
+}
+
+/// This transaction's id as `xid` text: every row version the restore wrote carries it in
+/// `xmin`, which tells the restored rows from rows other sessions committed meanwhile.
+async fn current_xid(conn: &mut PgConnection) -> Result<String, RestoreError> {
+    // language=PostgreSQL
+    sqlx::query_scalar("SELECT (pg_current_xact_id()::text::numeric % 4294967296)::bigint::text")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_error("reading the transaction id"))
+}
+
+/// The tenant's rows of `t` that other sessions committed after the restore locked its rows.
+async fn kept(conn: &mut PgConnection, t: &Target<'_>, xid: &str) -> Result<u64, RestoreError> {
+    let sql = format!(
+        "SELECT count(*) FROM {} t WHERE ({}) AND t.xmin <> {}::xid",
+        t.name().quoted(),
+        t.predicate,
+        quote_literal(xid)
+    );
+    let n: i64 = sqlx::query_scalar(&sql)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(sql_error(t.name(), "counting concurrent rows of"))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// The logical change the restore makes to `t` (see [`Preview`]), from the staged rows and the
+/// fixed set of rows to replace, before anything changes.
+async fn changes(conn: &mut PgConnection, t: &Target<'_>) -> Result<TableChange, RestoreError> {
+    let live = t.name().quoted();
+    let row = |alias: &str| {
+        format!(
+            "ROW({})::text",
+            t.columns
+                .iter()
+                .map(|c| format!("{alias}.{}", quote_ident(c)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let sql = if t.table.primary_key.is_empty() {
+        let doomed = format!(
+            "SELECT {} FROM {live} t WHERE {}",
+            row("t"),
+            t.doomed_over("t")
+        );
+        let staged = format!("SELECT {} FROM {} s", row("s"), t.stage());
+        format!(
+            "SELECT (SELECT count(*) FROM ({staged} EXCEPT ALL {doomed}) x),
+                    0::bigint,
+                    (SELECT count(*) FROM ({doomed} EXCEPT ALL {staged}) x)"
+        )
+    } else {
+        let on = |a: &str, b: &str| {
+            t.table
+                .primary_key
+                .iter()
+                .map(|c| format!("{a}.{0} = {b}.{0}", quote_ident(c)))
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        };
+        format!(
+            "SELECT (SELECT count(*) FROM {stage} s WHERE NOT EXISTS (SELECT 1 FROM {doomed} d WHERE {sd})),
+                    (SELECT count(*) FROM {stage} s JOIN {doomed} d ON {sd} JOIN {live} t ON {td}
+                      WHERE {srow} IS DISTINCT FROM {trow}),
+                    (SELECT count(*) FROM {doomed} d WHERE NOT EXISTS (SELECT 1 FROM {stage} s WHERE {sd}))",
+            stage = t.stage(),
+            doomed = t.doomed(),
+            sd = on("s", "d"),
+            td = on("t", "d"),
+            srow = row("s"),
+            trow = row("t"),
+        )
+    };
+    let (insert, update, delete): (i64, i64, i64) = sqlx::query_as(&sql)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(sql_error(t.name(), "comparing the backup's rows with"))?;
+    Ok(TableChange {
+        table: t.name().to_string(),
+        insert,
+        update,
+        delete,
+    })
+}
+
+/// A foreign key whose referencing columns have no index.
+struct MissingIndex {
+    table: TableRef,
+    columns: String,
+}
+
+impl MissingIndex {
+    fn statement(&self) -> String {
+        format!(
+            "CREATE INDEX CONCURRENTLY ON {} ({})",
+            self.table.quoted(),
+            self.columns
+        )
+    }
 }
 
 /// Deleting a parent row makes PostgreSQL look up its children through each foreign key; a
 /// referencing column without an index turns that into one sequential scan of the child table
 /// per deleted row (minutes for a tenant of a few thousand rows over a million-row child).
-/// Such columns get an index for the duration of the transaction. It is created inside the
-/// transaction (a failed restore rolls it back with everything else) and holds a SHARE lock on
-/// the child table until the commit, which pauses other sessions' writes to that table for the
-/// restore's duration: the price of finishing in seconds. A permanent index is the real fix,
-/// and the log says so.
-async fn index_referencing_columns(
+/// The restore does not build indexes by default (DDL on shared tables: a SHARE lock that
+/// stops every tenant's writes to them until the commit, then ACCESS EXCLUSIVE for the drop,
+/// and table ownership a least-privilege role lacks); it names the index to create, once, with
+/// the statement. `temporary_indexes` opts in to the old behaviour.
+async fn missing_indexes(
     conn: &mut PgConnection,
     catalog: &Catalog,
     targets: &[Target<'_>],
-) -> Result<Vec<String>, RestoreError> {
-    let mut created = Vec::new();
+) -> Result<Vec<MissingIndex>, RestoreError> {
+    let mut missing: Vec<MissingIndex> = Vec::new();
     for t in targets {
         for fk in catalog.fks_to(t.name()) {
             // language=PostgreSQL
@@ -589,37 +808,60 @@ async fn index_referencing_columns(
             if indexed {
                 continue;
             }
-            let columns = fk
-                .columns
-                .iter()
-                .map(|c| quote_ident(c))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let index = MissingIndex {
+                table: fk.table.clone(),
+                columns: fk
+                    .columns
+                    .iter()
+                    .map(|c| quote_ident(c))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            };
+            let statement = index.statement();
+            if missing.iter().any(|m| m.statement() == statement) {
+                continue;
+            }
             tracing::warn!(
                 table = %fk.table, columns = %fk.columns.join(", "), constraint = %fk.name,
-                "foreign key columns have no index: the restore indexes them temporarily; \
-                 add a permanent index (CREATE INDEX CONCURRENTLY) to speed up deletes everywhere"
+                create = %statement,
+                "foreign key columns have no index: deleting the tenant's rows scans the table once per row; create the index"
             );
-            let name = format!("rbk_restore_fk_{}", created.len() + 1);
-            sqlx::query(&format!(
-                "CREATE INDEX {} ON {} ({columns})",
-                quote_ident(&name),
-                fk.table.quoted()
-            ))
+            missing.push(index);
+        }
+    }
+    Ok(missing)
+}
+
+/// Opt-in: builds the missing indexes inside the transaction (rolled back with it on failure,
+/// dropped at the end). Returns their qualified names.
+async fn create_temporary_indexes(
+    conn: &mut PgConnection,
+    missing: &[MissingIndex],
+) -> Result<Vec<String>, RestoreError> {
+    let mut created = Vec::new();
+    for index in missing {
+        let name = format!("rbk_restore_fk_{}", created.len() + 1);
+        // `CONCURRENTLY` cannot run in a transaction; the temporary index is a plain one.
+        let sql = format!(
+            "CREATE INDEX {} ON {} ({})",
+            quote_ident(&name),
+            index.table.quoted(),
+            index.columns
+        );
+        sqlx::query(&sql)
             .execute(&mut *conn)
             .await
             .map_err(db_error("indexing referencing columns"))?;
-            created.push(format!(
-                "{}.{}",
-                quote_ident(&fk.table.schema),
-                quote_ident(&name)
-            ));
-        }
+        created.push(format!(
+            "{}.{}",
+            quote_ident(&index.table.schema),
+            quote_ident(&name)
+        ));
     }
     Ok(created)
 }
 
-/// Timeouts, deterministic COPY text (design.md), deferred constraints, and the per-tenant lock.
+/// The lock budget, deterministic COPY text (design.md) and deferred constraints.
 async fn prepare_session(
     conn: &mut PgConnection,
     order: &LoadOrder,
@@ -643,12 +885,6 @@ async fn prepare_session(
     crate::pg::execute(&mut *conn, &sql)
         .await
         .map_err(db_error("configuring the restore session"))?;
-    // language=PostgreSQL
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('riveredge-backup tenant restore'), $1)")
-        .bind(opts.tenant_id)
-        .execute(&mut *conn)
-        .await
-        .map_err(db_error("waiting for other restores of this tenant"))?;
     Ok(())
 }
 
@@ -713,12 +949,29 @@ async fn stage(
     Ok(())
 }
 
-/// Fixes and locks the rows to delete (by primary key), so later steps see one set even while
-/// deferred columns change what the predicates of join tables would match.
+/// Fixes and locks the rows to delete in one statement (by primary key, or `ctid`), so later
+/// steps see one set even while deferred columns change what the predicates of join tables
+/// would match, and rows other sessions commit afterwards are not touched. Concurrent sessions
+/// cannot start referencing locked rows (their `FOR KEY SHARE` waits for us).
 async fn fix_doomed_rows(conn: &mut PgConnection, t: &Target<'_>) -> Result<(), RestoreError> {
     let name = t.name();
+    let key = if t.table.primary_key.is_empty() {
+        "t.ctid AS rbk_ctid".to_owned()
+    } else {
+        t.pk_list(Some("t"))
+    };
+    let create = format!(
+        "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {key} FROM {} t WHERE false",
+        t.doomed(),
+        name.quoted(),
+    );
+    sqlx::query(&create)
+        .execute(&mut *conn)
+        .await
+        .map_err(sql_error(name, "collecting the tenant's rows of"))?;
     let lock = format!(
-        "SELECT 1 FROM {} t WHERE {} FOR UPDATE OF t",
+        "INSERT INTO {} SELECT {key} FROM {} t WHERE {} FOR UPDATE OF t",
+        t.doomed(),
         name.quoted(),
         t.predicate
     );
@@ -726,20 +979,6 @@ async fn fix_doomed_rows(conn: &mut PgConnection, t: &Target<'_>) -> Result<(), 
         .execute(&mut *conn)
         .await
         .map_err(sql_error(name, "locking the tenant's rows of"))?;
-    if t.table.primary_key.is_empty() {
-        return Ok(());
-    }
-    let sql = format!(
-        "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} t WHERE {}",
-        t.doomed(),
-        t.pk_list(Some("t")),
-        name.quoted(),
-        t.predicate
-    );
-    sqlx::query(&sql)
-        .execute(&mut *conn)
-        .await
-        .map_err(sql_error(name, "collecting the tenant's rows of"))?;
     Ok(())
 }
 
@@ -747,7 +986,6 @@ async fn fix_doomed_rows(conn: &mut PgConnection, t: &Target<'_>) -> Result<(), 
 async fn check_cross_references(
     conn: &mut PgConnection,
     catalog: &Catalog,
-    plan: &TenantPlan,
     targets: &[Target<'_>],
 ) -> Result<(), RestoreError> {
     let find = |t: &TableRef| targets.iter().find(|x| x.name() == t);
@@ -758,14 +996,14 @@ async fn check_cross_references(
         };
         let child_stays = find(&fk.table).map_or_else(
             || "true".to_owned(),
-            |c| format!("NOT {}", c.doomed_over("c", plan)),
+            |c| format!("NOT ({})", c.doomed_over("c")),
         );
         let sql = format!(
             "SELECT count(*) FROM {} c WHERE {child_stays} AND EXISTS (SELECT 1 FROM {} p WHERE {} AND {})",
             fk.table.quoted(),
             fk.referenced.quoted(),
             fk_join(fk, "c", "p"),
-            parent.doomed_over("p", plan)
+            parent.doomed_over("p")
         );
         let rows: i64 = sqlx::query_scalar(&sql)
             .fetch_one(&mut *conn)
@@ -796,11 +1034,7 @@ fn fk_join(fk: &ForeignKey, child: &str, parent: &str) -> String {
         .join(" AND ")
 }
 
-async fn null_deferred(
-    conn: &mut PgConnection,
-    t: &Target<'_>,
-    plan: &TenantPlan,
-) -> Result<(), RestoreError> {
+async fn null_deferred(conn: &mut PgConnection, t: &Target<'_>) -> Result<(), RestoreError> {
     let set: Vec<String> = t
         .deferred
         .iter()
@@ -810,7 +1044,7 @@ async fn null_deferred(
         "UPDATE {} t SET {} WHERE {}",
         t.name().quoted(),
         set.join(", "),
-        t.doomed_over("t", plan)
+        t.doomed_over("t")
     );
     sqlx::query(&sql)
         .execute(&mut *conn)
@@ -891,13 +1125,15 @@ async fn set_deferred(conn: &mut PgConnection, t: &Target<'_>) -> Result<(), Res
 /// Moves each sequence feeding the table forward to the live policy of
 /// [`crate::restore::sequences`]: at or above the backup's value and the maximum of every
 /// column that draws from it (including columns that use it only through `nextval`
-/// defaults); never backwards.
+/// defaults); never backwards. A dry run computes the move and makes none (`setval` is not
+/// transactional: a rollback would not undo it).
 async fn advance_sequences(
     conn: &mut PgConnection,
     catalog: &Catalog,
     manifest: &Manifest,
     t: &Target<'_>,
-) -> Result<Vec<TableRef>, RestoreError> {
+    dry_run: bool,
+) -> Result<Vec<(TableRef, SequenceMove)>, RestoreError> {
     let mut advanced = Vec::new();
     for seq in catalog.sequences_of(t.name()) {
         let backup = manifest
@@ -905,22 +1141,43 @@ async fn advance_sequences(
             .iter()
             .find(|s| s.sequence_ref() == seq.sequence)
             .map(|s| (s.last_value, s.is_called));
-        let moved = crate::restore::sequences::advance(conn, &seq.sequence, &seq.used_by, backup)
-            .await
-            .map_err(sql_error(&seq.sequence, "advancing sequence"))?;
-        if moved {
-            advanced.push(seq.sequence.clone());
+        let movement =
+            crate::restore::sequences::movement(conn, &seq.sequence, &seq.used_by, backup)
+                .await
+                .map_err(sql_error(&seq.sequence, "reading sequence"))?;
+        let Some((from, to)) = movement else {
+            continue;
+        };
+        if !dry_run {
+            crate::restore::sequences::advance(conn, &seq.sequence, &seq.used_by, backup)
+                .await
+                .map_err(sql_error(&seq.sequence, "advancing sequence"))?;
         }
+        advanced.push((
+            seq.sequence.clone(),
+            SequenceMove {
+                sequence: seq.sequence.to_string(),
+                from,
+                to,
+            },
+        ));
     }
     Ok(advanced)
 }
 
-/// Re-hashes the tenant's rows as the backup selected them; every table must match.
-async fn verify(conn: &mut PgConnection, targets: &[Target<'_>]) -> Result<(), RestoreError> {
+/// Re-hashes the rows this transaction wrote (`xmin` = `xid`) with the backup's columns; every
+/// table must match the manifest. Rows other sessions committed meanwhile are not the backup's
+/// and are counted by [`kept`] instead.
+async fn verify(
+    conn: &mut PgConnection,
+    targets: &[Target<'_>],
+    xid: &str,
+) -> Result<(), RestoreError> {
     use futures::TryStreamExt;
     let mut problems = Vec::new();
     for t in targets {
-        let select = copy_select(t.name(), &t.entry.columns, Some(&t.predicate));
+        let filter = format!("({}) AND t.xmin = {}::xid", t.predicate, quote_literal(xid));
+        let select = copy_select(t.name(), &t.entry.columns, Some(&filter));
         let sql = format!("COPY ({select}) TO STDOUT");
         let mut hasher = RowHasher::new();
         let mut stream = conn
