@@ -17,3 +17,4 @@ mod rest;
 mod rest_download;
 mod restore;
 mod tenant;
+mod tenant_live;
