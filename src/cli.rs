@@ -153,6 +153,10 @@ pub struct RestoreArgs {
     /// a safety backup of what gets replaced is always taken first.
     #[arg(long)]
     pub replace: bool,
+    /// Preview a tenant restore: per table the rows it would insert, update and delete, and
+    /// the sequences it would move; nothing is changed (recorded as a dry-run restore).
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, clap::Args)]

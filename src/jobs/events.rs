@@ -42,6 +42,8 @@ pub struct RestoreEvent {
     pub replace: bool,
     /// Set by the REST API / operators so a retried request maps to one restore row.
     pub restore_uuid: Option<Uuid>,
+    /// Compute the preview (tenant restores) and change nothing.
+    pub dry_run: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -102,7 +104,13 @@ pub fn parse_restore(data: &Value) -> Result<RestoreEvent, MalformedEvent> {
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(malformed("replace must be true or false")),
     };
+    let dry_run = match field("dry_run") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(malformed("dry_run must be true or false")),
+    };
     Ok(RestoreEvent {
+        dry_run,
         tenant_id: tenant_field(field("tenant_id"))?,
         backup_uuid,
         tables: string_list_field("tables", field("tables"))?,

@@ -38,6 +38,7 @@ pub async fn run(state: AppState, ctx: inngest::Ctx) -> Result<Value, inngest::E
         tables: event.tables,
         target_database: event.target_database,
         replace: event.replace,
+        dry_run: event.dry_run,
     };
     let prepared: Prepared = {
         let (state, request) = (state.clone(), request.clone());

@@ -49,6 +49,9 @@ pub struct RestoreRequest {
     pub target_database: Option<String>,
     /// Required to replace the live database's tables with a whole-database backup.
     pub replace: bool,
+    /// Preview only (tenant restores): the restore runs and is rolled back; its counts are
+    /// recorded in the row's `preview` (docs/tenant-restore.md).
+    pub dry_run: bool,
 }
 
 /// Where the rows go.
@@ -76,6 +79,9 @@ pub struct RestorePlan {
     /// Replace a non-empty target (the live database's tables, or another whole database).
     #[serde(default)]
     pub replace: bool,
+    /// Preview only: no safety backup, nothing changed, the preview recorded.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 impl RestorePlan {
@@ -209,6 +215,12 @@ pub async fn prepare(
         Some(name) => Target::Database(name.clone()),
         None => Target::Live,
     };
+    if req.dry_run && row.tenant_id.is_none() {
+        return Err(refused(format!(
+            "a dry run previews tenant restores; backup {} is not a tenant's backup",
+            row.uuid
+        )));
+    }
     check_target(state, &target, &row.backup_scope, req.replace).await?;
     let tables = match &req.tables {
         None => None,
@@ -229,6 +241,8 @@ pub async fn prepare(
             tables: tables
                 .as_ref()
                 .map(|t| t.iter().map(ToString::to_string).collect()),
+            dry_run: req.dry_run,
+            target_tenant_id: None,
         },
     )
     .await
@@ -242,6 +256,7 @@ pub async fn prepare(
         target,
         tables,
         replace: req.replace,
+        dry_run: req.dry_run,
     }))
 }
 
@@ -411,7 +426,7 @@ pub async fn safety_backup(
     plan: &RestorePlan,
     run_id: &str,
 ) -> Result<Option<String>, RestoreRequestError> {
-    if plan.target != Target::Live {
+    if plan.target != Target::Live || plan.dry_run {
         return Ok(None);
     }
     let uuid = Uuid::new_v5(&SAFETY_NAMESPACE, plan.restore_uuid.as_bytes());
@@ -695,6 +710,8 @@ async fn apply_tenant(
             )));
         }
     }
+    // Queued behind another restore of this tenant, the restore waits on the tenant's
+    // advisory lock (crate::tenant::restore), not here.
     let _slot = tokio::time::timeout(backup::SLOT_WAIT, state.limiter.clone().acquire_owned())
         .await
         .map_err(|_| engine::RestoreError::Busy(state.settings.backup.max_concurrent))?
@@ -716,7 +733,9 @@ async fn apply_tenant(
         .map(|t| TableRef::new("public", t))
         .collect();
     opts.statement_timeout = state.settings.backup.step_timeout;
+    opts.queue_timeout = state.settings.backup.step_timeout;
     opts.record = record;
+    opts.dry_run = plan.dry_run;
     let work = crate::tenant::restore::restore(
         &mut conn,
         &catalog,
@@ -728,6 +747,18 @@ async fn apply_tenant(
         r = work => r?,
         () = state.shutdown.cancelled() => return Err(engine::RestoreError::Cancelled.into()),
     };
+    if report.dry_run {
+        // Nothing was changed, so nothing recorded it in the (rolled back) transaction.
+        let preview = serde_json::to_value(&report.preview).unwrap_or_default();
+        restore_rows::set_preview(
+            &state.pool,
+            Uuid::parse_str(&plan.restore_uuid).map_err(|_| refused("invalid restore uuid"))?,
+            &preview,
+        )
+        .await
+        .map_err(db("recording the preview"))?;
+        return Ok(json!({}));
+    }
     Ok(Value::Object(
         report
             .tables
