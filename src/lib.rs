@@ -21,7 +21,9 @@
 //! - [`db`]: our tables (`root_data_backups`, `root_data_restores`), migrations, queries.
 //! - [`pg`]: connection info and password files, locating and running `pg_dump`/`pg_restore`.
 //! - [`storage`]: artifact storage (atomic objects under validated keys; local directory).
-//! - [`tenant`]: which rows belong to a tenant (through foreign keys too) and live tenant restore.
+//! - [`tenant`]: which rows belong to a tenant (through foreign keys too) and live tenant restore
+//!   (from a tenant or a whole-database backup, under concurrent writes, with a dry-run preview;
+//!   docs/tenant-restore.md).
 //!
 //! The protocol itself lives in the separate `inngest` crate, which knows nothing of backups.
 

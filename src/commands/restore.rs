@@ -27,7 +27,7 @@ pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> Outcome {
             ))
         })?;
     match &args.target_database {
-        None if row.backup_scope == "all" && !args.replace => {
+        None if row.backup_scope == "all" && !args.replace && args.tenant.is_none() => {
             return Err(Failure::Refused(format!(
                 "refused for safety: backup {} is a whole-database backup and restoring it into the live \
                  database {} replaces every table; pass --replace (a safety backup is taken first) or \
@@ -80,6 +80,7 @@ async fn run_phases(
         target_database: args.target_database.clone(),
         replace: args.replace,
         dry_run: args.dry_run,
+        only_tenant: args.tenant,
     };
     let started = std::time::Instant::now();
     // Refusals here are about the request (tables not in the backup, a failed backup):

@@ -44,6 +44,8 @@ pub struct RestoreEvent {
     pub restore_uuid: Option<Uuid>,
     /// Compute the preview (tenant restores) and change nothing.
     pub dry_run: bool,
+    /// Restore only this tenant from a whole-database backup (platform events).
+    pub restore_tenant_id: Option<i32>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -111,6 +113,7 @@ pub fn parse_restore(data: &Value) -> Result<RestoreEvent, MalformedEvent> {
     };
     Ok(RestoreEvent {
         dry_run,
+        restore_tenant_id: tenant_field(field("restore_tenant_id"))?,
         tenant_id: tenant_field(field("tenant_id"))?,
         backup_uuid,
         tables: string_list_field("tables", field("tables"))?,

@@ -1,32 +1,27 @@
-//! Live tenant restore: replace one tenant's rows in the shared database by a backup's, in one
-//! transaction, without touching any other tenant's rows or platform rows.
+//! Live tenant restore: replace one tenant's rows in the shared database by a backup's (its own
+//! tenant backup, or the tenant's rows of a whole-database backup), in one transaction, without
+//! touching any other tenant's rows or platform rows, while every tenant keeps writing. The
+//! semantics under concurrent writes, the locks and the preview are defined in
+//! docs/tenant-restore.md; in short:
 //!
-//! Steps, all inside one transaction on one connection (`lock_timeout` and `statement_timeout`
-//! set locally, plus the fixed COPY settings of design.md):
-//!
-//! 1. Checks that need no database: the manifest is a tenant backup of *this* tenant, every
-//!    backed-up table and column exists in the live database with the same type and is owned by
-//!    the tenant there (every difference is reported at once, nothing is changed), and the
-//!    tenant's foreign-key cycles can be broken (see [`super::graph`]).
-//! 2. A transaction-level advisory lock per tenant, so two restores of one tenant queue instead
-//!    of interleaving; then the tenant must exist in the tenants table.
-//! 3. Stage: every table's rows are copied from the artifact into a temporary table
-//!    (`LIKE target`, dropped at commit); the artifact is verified (sha256, rows, content hash)
-//!    while it streams, before anything live is touched.
-//! 4. The rows to delete are fixed once, by primary key, with the same ownership predicates the
-//!    backup used, and locked `FOR UPDATE` so that concurrent sessions cannot start referencing
-//!    them (their `FOR KEY SHARE` waits for us).
-//! 5. Refuse if any row that stays (another tenant's, a platform row, or a row of a table not in
-//!    the backup) references a row about to be deleted: deleting it would cascade into, nullify,
-//!    or be blocked by someone else's data.
-//! 6. Deferred (cycle) columns of those rows are set to NULL, then the rows are deleted
-//!    children first.
-//! 7. Staged rows are inserted parents first with deferred columns NULL (`OVERRIDING SYSTEM
-//!    VALUE` for `GENERATED ALWAYS` identities), then the deferred columns are set by primary key.
-//! 8. Sequences feeding the restored tables are advanced past the restored ids, never moved
-//!    backwards (`setval` only when the maximum exceeds what the sequence already handed out).
-//! 9. Every table's tenant rows are re-hashed (same predicate and columns as the backup) and
-//!    must equal the manifest's rows and content hash; only then the transaction commits.
+//! 1. Checks that need no database: the manifest holds this tenant's rows (its tenant backup,
+//!    or a whole-database backup), every backed-up table and column exists in the live database
+//!    with the same type (every difference is reported at once), and the tenant's foreign-key
+//!    cycles can be broken (see [`super::graph`]).
+//! 2. The per-tenant advisory lock, waited on (`queue_timeout`), first in the transaction:
+//!    restores of one tenant run one after another. Then the lock budget (`lock_timeout`,
+//!    1 s) for everything else; no table lock stronger than ROW EXCLUSIVE, no DDL unless
+//!    `temporary_indexes` (missing foreign-key indexes are reported with their statement).
+//! 3. Stage every table from the artifact (verified while it streams); from a whole-database
+//!    backup, select the tenant's rows among the staged copies with the live ownership plan.
+//! 4. Fix and lock `FOR UPDATE` the tenant's live rows in one statement per table (by primary
+//!    key, or `ctid`): the lock point. Rows committed later by others are kept.
+//! 5. Refuse if a row that stays references a row about to be replaced.
+//! 6. Preview counts (insert/update/delete per table), then delete the locked rows children
+//!    first, insert the staged rows parents first with cycle columns set afterwards, move
+//!    sequences forward (never back; a dry run only computes the move).
+//! 7. Re-hash the row versions this transaction wrote (`xmin`) against the backup; count the
+//!    tenant's rows written meanwhile (`kept`). Commit, or roll back for a dry run.
 //!
 //! Any error rolls the transaction back: the database is exactly as before. Unique and foreign
 //! key violations are reported with the constraint's name. `session_replication_role` is never
@@ -283,6 +278,8 @@ struct Target<'a> {
     predicate: String,
     deferred: &'a [String],
     columns: Vec<String>,
+    /// The artifact holds every tenant's rows (a whole-database backup).
+    whole: bool,
 }
 
 impl Target<'_> {
@@ -292,6 +289,16 @@ impl Target<'_> {
 
     fn stage(&self) -> String {
         format!("pg_temp.rbk_stage_{}", self.index)
+    }
+
+    /// Where the artifact is loaded: the stage itself, or for a whole-database backup every
+    /// row, from which the tenant's are selected into the stage.
+    fn loaded(&self) -> String {
+        if self.whole {
+            format!("pg_temp.rbk_all_{}", self.index)
+        } else {
+            self.stage()
+        }
     }
 
     fn doomed(&self) -> String {
@@ -362,10 +369,10 @@ pub async fn restore(
     manifest: &Manifest,
     opts: &RestoreOptions,
 ) -> Result<RestoreReport, RestoreError> {
-    check_manifest(manifest, opts.tenant_id)?;
+    let whole = check_manifest(manifest, opts.tenant_id)?;
     let plan = TenantPlan::build(catalog, opts.tenant_id, &opts.skip);
     let order = plan.load_order()?;
-    let targets = targets(catalog, &plan, order, manifest)?;
+    let targets = targets(catalog, &plan, order, manifest, whole)?;
 
     let mut tx = conn
         .begin()
@@ -455,7 +462,15 @@ async fn wait_for_turn(conn: &mut PgConnection, opts: &RestoreOptions) -> Result
     Ok(())
 }
 
-fn check_manifest(manifest: &Manifest, tenant_id: i32) -> Result<(), RestoreError> {
+/// Whether the backup holds the tenant's rows: its own tenant backup (`Ok(false)`), or a
+/// whole-database backup, whose rows of the tenant are selected while restoring (`Ok(true)`).
+fn check_manifest(manifest: &Manifest, tenant_id: i32) -> Result<bool, RestoreError> {
+    if is_readable_format(&manifest.format)
+        && manifest.scope == "all"
+        && manifest.tenant_id.is_none()
+    {
+        return Ok(true);
+    }
     if !is_readable_format(&manifest.format)
         || !matches!(manifest.scope.as_str(), "tenant" | "table")
         || manifest.tenant_id.is_none()
@@ -472,7 +487,7 @@ fn check_manifest(manifest: &Manifest, tenant_id: i32) -> Result<(), RestoreErro
             requested: tenant_id,
         });
     }
-    Ok(())
+    Ok(false)
 }
 
 /// The backed-up tables in load order, after checking each against the live database.
@@ -481,6 +496,7 @@ fn targets<'a>(
     plan: &TenantPlan,
     order: &'a LoadOrder,
     manifest: &'a Manifest,
+    whole: bool,
 ) -> Result<Vec<Target<'a>>, RestoreError> {
     let mut problems = Vec::new();
     let mut by_table: BTreeMap<TableRef, &TableEntry> = BTreeMap::new();
@@ -488,17 +504,22 @@ fn targets<'a>(
         let name = entry.table_ref();
         match (catalog.table(&name), plan.table(&name)) {
             (None, _) => problems.push(format!("table {name} does not exist")),
+            // A whole-database backup holds platform tables too: not the tenant's.
+            (Some(_), None) if whole => {}
             (Some(_), None) => problems.push(format!(
                 "table {name} is not owned by tenants in the live database"
             )),
             (Some(live), Some(owned)) => {
                 problems.extend(column_differences(live, entry));
-                problems.extend(ownership_difference(
-                    manifest,
-                    plan,
-                    &name,
-                    &owned.predicate,
-                ));
+                // A whole-database backup holds every row; the live plan selects the tenant's.
+                if !whole {
+                    problems.extend(ownership_difference(
+                        manifest,
+                        plan,
+                        &name,
+                        &owned.predicate,
+                    ));
+                }
                 by_table.insert(name, entry);
             }
         }
@@ -519,6 +540,7 @@ fn targets<'a>(
                 predicate: plan.table(name)?.predicate.clone(),
                 deferred: order.deferred_columns_of(name),
                 columns: entry.columns.iter().map(|c| c.name.clone()).collect(),
+                whole,
             })
         })
         .collect())
@@ -601,6 +623,7 @@ async fn run(
     for t in targets {
         stage(conn, storage, t).await?;
     }
+    let expected = select_tenant_rows(conn, plan, targets).await?;
     for t in targets {
         fix_doomed_rows(conn, t).await?;
     }
@@ -655,7 +678,7 @@ async fn run(
         }
     }
     let xid = current_xid(conn).await?;
-    verify(conn, targets, &xid).await?;
+    verify(conn, targets, &xid, &expected).await?;
     for (t, report) in targets.iter().zip(tables.iter_mut()) {
         report.kept = kept(conn, t, &xid).await?;
     }
@@ -901,7 +924,7 @@ async fn stage(
     let name = t.name();
     let create = format!(
         "CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP",
-        t.stage(),
+        t.loaded(),
         name.quoted()
     );
     sqlx::query(&create)
@@ -914,7 +937,7 @@ async fn stage(
         source: Box::new(source),
     };
     let mut source = open_table(storage, t.entry).await.map_err(artifact)?;
-    let sql = format!("COPY {} ({}) FROM STDIN", t.stage(), t.column_list());
+    let sql = format!("COPY {} ({}) FROM STDIN", t.loaded(), t.column_list());
     let mut copy = conn
         .copy_in_raw(&sql)
         .await
@@ -1172,35 +1195,17 @@ async fn verify(
     conn: &mut PgConnection,
     targets: &[Target<'_>],
     xid: &str,
+    expected: &[(u64, String)],
 ) -> Result<(), RestoreError> {
-    use futures::TryStreamExt;
     let mut problems = Vec::new();
-    for t in targets {
+    for (t, (rows, hash)) in targets.iter().zip(expected) {
         let filter = format!("({}) AND t.xmin = {}::xid", t.predicate, quote_literal(xid));
         let select = copy_select(t.name(), &t.entry.columns, Some(&filter));
-        let sql = format!("COPY ({select}) TO STDOUT");
-        let mut hasher = RowHasher::new();
-        let mut stream = conn
-            .copy_out_raw(&sql)
-            .await
-            .map_err(sql_error(t.name(), "re-reading"))?;
-        while let Some(chunk) = stream
-            .try_next()
-            .await
-            .map_err(sql_error(t.name(), "re-reading"))?
-        {
-            hasher.update(&chunk);
-        }
-        let digest = hasher.finish();
-        let content_hash = digest.content_hash();
-        if digest.rows != t.entry.rows || content_hash != t.entry.content_hash {
+        let (got_rows, got_hash) = digest(conn, t.name(), &select).await?;
+        if got_rows != *rows || got_hash != *hash {
             problems.push(format!(
-                "{}: {} rows with hash {} after restore, backup has {} rows with hash {}",
+                "{}: {got_rows} rows with hash {got_hash} after restore, backup has {rows} rows with hash {hash}",
                 t.name(),
-                digest.rows,
-                content_hash,
-                t.entry.rows,
-                t.entry.content_hash
             ));
         }
     }
@@ -1209,4 +1214,75 @@ async fn verify(
     } else {
         Err(RestoreError::VerificationFailed(problems))
     }
+}
+
+/// Rows and content hash of `select`'s COPY text (the backup's row hash).
+async fn digest(
+    conn: &mut PgConnection,
+    table: &TableRef,
+    select: &str,
+) -> Result<(u64, String), RestoreError> {
+    use futures::TryStreamExt;
+    let sql = format!("COPY ({select}) TO STDOUT");
+    let mut hasher = RowHasher::new();
+    let mut stream = conn
+        .copy_out_raw(&sql)
+        .await
+        .map_err(sql_error(table, "re-reading"))?;
+    while let Some(chunk) = stream
+        .try_next()
+        .await
+        .map_err(sql_error(table, "re-reading"))?
+    {
+        hasher.update(&chunk);
+    }
+    let digest = hasher.finish();
+    Ok((digest.rows, digest.content_hash()))
+}
+
+/// What each table's restored rows must hash to. A tenant backup: the manifest's. A
+/// whole-database backup: the tenant's rows are selected from the loaded copy with the live
+/// ownership plan, its parent tables read from the loaded copies too (a join row belongs to the
+/// tenant by the backup's parent rows), all before any copy is narrowed; their hash is then
+/// the expectation.
+async fn select_tenant_rows(
+    conn: &mut PgConnection,
+    plan: &TenantPlan,
+    targets: &[Target<'_>],
+) -> Result<Vec<(u64, String)>, RestoreError> {
+    let mut expected = Vec::with_capacity(targets.len());
+    let relation = |table: &TableRef| {
+        targets
+            .iter()
+            .find(|t| t.name() == table)
+            .map_or_else(|| table.quoted(), Target::loaded)
+    };
+    for t in targets {
+        if !t.whole {
+            expected.push((t.entry.rows, t.entry.content_hash.clone()));
+            continue;
+        }
+        let predicate = plan
+            .predicate_in(t.name(), "t", &relation)
+            .unwrap_or_else(|| "false".to_owned());
+        let sql = format!(
+            "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT * FROM {} t WHERE {predicate}",
+            t.stage(),
+            t.loaded()
+        );
+        sqlx::query(&sql)
+            .execute(&mut *conn)
+            .await
+            .map_err(sql_error(t.name(), "selecting the tenant's rows of"))?;
+        let columns = t
+            .entry
+            .columns
+            .iter()
+            .map(|c| format!("t.{}", quote_ident(&c.name)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let select = format!("SELECT {columns} FROM {} t", t.stage());
+        expected.push(digest(conn, t.name(), &select).await?);
+    }
+    Ok(expected)
 }

@@ -52,6 +52,9 @@ pub struct RestoreRequest {
     /// Preview only (tenant restores): the restore runs and is rolled back; its counts are
     /// recorded in the row's `preview` (docs/tenant-restore.md).
     pub dry_run: bool,
+    /// Restore only this tenant's rows from a whole-database backup (platform operators),
+    /// selected with the same ownership plan a tenant backup uses.
+    pub only_tenant: Option<i32>,
 }
 
 /// Where the rows go.
@@ -215,13 +218,30 @@ pub async fn prepare(
         Some(name) => Target::Database(name.clone()),
         None => Target::Live,
     };
-    if req.dry_run && row.tenant_id.is_none() {
+    let tenant = match (row.tenant_id, req.only_tenant) {
+        (Some(t), None) => Some(t),
+        (None, Some(t)) if row.backup_scope == "all" && req.tenant_id.is_none() => Some(t),
+        (None, None) => None,
+        _ => {
+            return Err(refused(format!(
+                "one tenant is restored only from a whole-database backup, by a platform operator; backup {} is a {} backup",
+                row.uuid, row.backup_scope
+            )))
+        }
+    };
+    if req.dry_run && tenant.is_none() {
         return Err(refused(format!(
             "a dry run previews tenant restores; backup {} is not a tenant's backup",
             row.uuid
         )));
     }
-    check_target(state, &target, &row.backup_scope, req.replace).await?;
+    // One tenant out of a whole-database backup replaces that tenant's rows only.
+    let scope = if tenant.is_some() {
+        "tenant"
+    } else {
+        row.backup_scope.as_str()
+    };
+    check_target(state, &target, scope, req.replace).await?;
     let tables = match &req.tables {
         None => None,
         Some(names) => Some(resolve_in_manifest(row.manifest.as_ref(), names)?),
@@ -230,7 +250,7 @@ pub async fn prepare(
         &state.pool,
         &NewRestore {
             uuid: req.restore_uuid,
-            tenant_id: row.tenant_id,
+            tenant_id: tenant,
             backup_uuid: Uuid::parse_str(&row.uuid)
                 .map_err(|_| refused(format!("backup uuid {:?} is invalid", row.uuid)))?,
             scope: row.backup_scope.clone(),
@@ -252,7 +272,7 @@ pub async fn prepare(
         backup_uuid: row.uuid,
         backup_checksum: checksum,
         scope: row.backup_scope,
-        tenant_id: row.tenant_id,
+        tenant_id: tenant,
         target,
         tables,
         replace: req.replace,
@@ -432,6 +452,9 @@ pub async fn safety_backup(
     let uuid = Uuid::new_v5(&SAFETY_NAMESPACE, plan.restore_uuid.as_bytes());
     let (scope, tables) = match plan.scope.as_str() {
         "tenant" if plan.tables.is_none() => (BackupScope::Tenant, Vec::new()),
+        "all" if plan.tables.is_none() && plan.tenant_id.is_some() => {
+            (BackupScope::Tenant, Vec::new())
+        }
         "all" if plan.tables.is_none() => (BackupScope::All, Vec::new()),
         _ => {
             let manifest = manifest(state, plan).await?;
@@ -481,7 +504,7 @@ pub async fn apply(
         // The record is marked in the applying transaction only where it lives: the live
         // database. Elsewhere `finish` marks it after the commit.
         let record = (plan.target == Target::Live).then_some(uuid);
-        let result = if manifest.tenant_id.is_some() {
+        let result = if manifest.tenant_id.or(plan.tenant_id).is_some() {
             apply_tenant(state, plan, &manifest, &target, record).await
         } else if plan.target == Target::Live {
             engine::restore_into_database(
@@ -694,6 +717,7 @@ async fn apply_tenant(
 ) -> Result<Value, RestoreRequestError> {
     let tenant_id = manifest
         .tenant_id
+        .or(plan.tenant_id)
         .ok_or_else(|| refused("not a tenant backup"))?;
     if plan.tables.is_some() {
         return Err(refused(

@@ -455,3 +455,53 @@ async fn a_tenant_dry_run_runs_through_the_function_changes_nothing_and_previews
         "the restore did what the dry run previewed"
     );
 }
+
+#[tokio::test]
+async fn one_tenant_is_restored_from_a_whole_database_backup_and_nothing_else_changes() {
+    let db = TestDb::with_fixture().await;
+    let app = spawn_app(&db).await;
+    let uuid = backup_of(&app, &db, None, "all").await;
+    let backed_up = tenant_checksums(&db.pool, 2, false).await;
+    db.execute_script(MUTATE_TENANT_2).await;
+    db.execute_script(MUTATE_OTHERS).await;
+    let others_before = tenant_checksums(&db.pool, 2, true).await;
+
+    let run = app
+        .run(
+            "backup-restore",
+            "backup/restore",
+            json!({"backup_uuid": uuid, "restore_tenant_id": 2}),
+        )
+        .await;
+    assert_completed(&run);
+    assert_eq!(
+        tenant_checksums(&db.pool, 2, false).await,
+        backed_up,
+        "tenant 2 is back to the whole-database backup's rows of it"
+    );
+    assert_eq!(
+        tenant_checksums(&db.pool, 2, true).await,
+        others_before,
+        "every other tenant's and platform row stays as it is now"
+    );
+    let (tenant, safety): (Option<i32>, Option<String>) = sqlx::query_as(
+        "SELECT tenant_id, safety_backup_uuid FROM root_data_restores WHERE backup_uuid = $1",
+    )
+    .bind(&uuid)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(tenant, Some(2));
+    let scope: (String, Option<i32>, String) = sqlx::query_as(
+        "SELECT backup_scope, tenant_id, status FROM root_data_backups WHERE uuid = $1",
+    )
+    .bind(safety.expect("a safety backup was taken"))
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        scope,
+        ("tenant".to_owned(), Some(2), "success".to_owned()),
+        "the safety backup holds only what was replaced: the tenant"
+    );
+}

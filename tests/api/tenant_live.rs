@@ -425,3 +425,72 @@ async fn a_dry_run_changes_nothing_and_its_counts_equal_what_the_restore_then_do
         real.missing_indexes
     );
 }
+
+#[tokio::test]
+async fn a_tenant_restored_from_a_whole_database_backup_equals_it_restored_from_its_own_backup() {
+    let db = TestDb::with_awkward_fixture().await;
+    let engine = Engine::new(&db).await;
+    // The fixture's join rows link tenant 1's users to the platform role too: the backup's
+    // parent rows decide which join rows are the tenant's, not the live ones.
+    let own = backup(&engine, 1).await;
+    let all = riveredge_backup::commands::take_backup(
+        &engine.state,
+        &spec(BackupScope::All, None, &[]),
+        "tenant-live-all",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("all backup: {e:#}"))
+    .manifest;
+    assert_eq!(all.scope, "all");
+    let at_backup = tenant_state(&db.pool, 1, "none").await;
+    let others = |pool: PgPool| async move {
+        checksums(&pool, TABLES, |t| {
+            format!("({}) IS NOT TRUE", tenant_filter(t, 1))
+        })
+        .await
+    };
+
+    drift(&db.pool).await;
+    let others_before = others(db.pool.clone()).await;
+    let dry = run(
+        &db,
+        &engine,
+        &all,
+        &RestoreOptions {
+            dry_run: true,
+            ..options(1)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("dry run from the all backup: {e}"));
+    let from_all = run(&db, &engine, &all, &options(1))
+        .await
+        .unwrap_or_else(|e| panic!("restore from the all backup: {e}"));
+    assert_eq!(from_all.preview, dry.preview);
+    let state_from_all = tenant_state(&db.pool, 1, "none").await;
+    assert_eq!(
+        others(db.pool.clone()).await,
+        others_before,
+        "only tenant 1 changed"
+    );
+
+    drift(&db.pool).await;
+    let from_own = run(&db, &engine, &own, &options(1))
+        .await
+        .unwrap_or_else(|e| panic!("restore from the tenant backup: {e}"));
+    let state_from_own = tenant_state(&db.pool, 1, "none").await;
+
+    assert_eq!(state_from_all, state_from_own);
+    assert_eq!(state_from_all, at_backup);
+    assert_eq!(
+        from_all.preview.tables, from_own.preview.tables,
+        "the same change both ways"
+    );
+    let inserted = |r: &RestoreReport| {
+        r.tables
+            .iter()
+            .map(|t| (t.table.to_string(), t.inserted))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(inserted(&from_all), inserted(&from_own));
+}
