@@ -963,6 +963,10 @@ async fn stage(
         }
     }
     let rows = copy.finish().await.map_err(sql_error(name, "staging"))?;
+    sqlx::query(&format!("ANALYZE {}", t.loaded()))
+        .execute(&mut *conn)
+        .await
+        .map_err(sql_error(name, "analyzing the staged rows of"))?;
     if rows != t.entry.rows {
         return Err(RestoreError::VerificationFailed(vec![format!(
             "{name}: staged {rows} rows, the manifest says {}",
@@ -1002,6 +1006,13 @@ async fn fix_doomed_rows(conn: &mut PgConnection, t: &Target<'_>) -> Result<(), 
         .execute(&mut *conn)
         .await
         .map_err(sql_error(name, "locking the tenant's rows of"))?;
+    // Statistics of the (small) key set, so that every later statement joining it to a shared
+    // table looks the keys up by index instead of scanning the shared table (temporary tables
+    // are never analyzed by autovacuum; without statistics the planner guesses thousands).
+    sqlx::query(&format!("ANALYZE {}", t.doomed()))
+        .execute(&mut *conn)
+        .await
+        .map_err(sql_error(name, "analyzing the tenant's rows of"))?;
     Ok(())
 }
 
@@ -1021,10 +1032,13 @@ async fn check_cross_references(
             || "true".to_owned(),
             |c| format!("NOT ({})", c.doomed_over("c")),
         );
+        // Driven from the replaced parent rows (few, analyzed) to their children, so the cost
+        // follows the tenant's rows where the referencing columns are indexed, rather than
+        // scanning every tenant's child rows.
         let sql = format!(
-            "SELECT count(*) FROM {} c WHERE {child_stays} AND EXISTS (SELECT 1 FROM {} p WHERE {} AND {})",
-            fk.table.quoted(),
+            "SELECT count(*) FROM {} p JOIN {} c ON {} WHERE {} AND {child_stays}",
             fk.referenced.quoted(),
+            fk.table.quoted(),
             fk_join(fk, "c", "p"),
             parent.doomed_over("p")
         );
