@@ -537,7 +537,7 @@ fn targets<'a>(
                 index,
                 entry,
                 table: catalog.table(name)?,
-                predicate: plan.table(name)?.predicate.clone(),
+                predicate: indexed_predicate(plan, name, &plan.table(name)?.predicate),
                 deferred: order.deferred_columns_of(name),
                 columns: entry.columns.iter().map(|c| c.name.clone()).collect(),
                 whole,
@@ -1299,4 +1299,49 @@ async fn select_tenant_rows(
         expected.push(digest(conn, t.name(), &select).await?);
     }
     Ok(expected)
+}
+
+/// The ownership predicate of `table` over `t`, for the statements that search the live table.
+/// A table owned through foreign keys (a join table) has a predicate of `EXISTS … OR EXISTS …`
+/// that PostgreSQL can only evaluate row by row: a scan of every tenant's rows of a shared join
+/// table. When every parent of those keys carries the tenant column, the rows are first found
+/// from the tenant's parent rows through the referencing columns (by index where one exists,
+/// see [`missing_indexes`]) and the full predicate is applied to those candidates only: the
+/// same rows, at a cost that follows the tenant. Other shapes keep the plain predicate.
+fn indexed_predicate(plan: &TenantPlan, table: &TableRef, predicate: &str) -> String {
+    let ownership = plan.ownership();
+    let Some(links) = ownership.links_of(table) else {
+        return predicate.to_owned();
+    };
+    let links: Vec<_> = links.iter().filter(|l| l.parent() != *table).collect();
+    if links.is_empty()
+        || links
+            .iter()
+            .any(|l| ownership.links_of(&l.parent()).is_some() || plan.table(&l.parent()).is_none())
+    {
+        return predicate.to_owned();
+    }
+    let candidates: Vec<String> = links
+        .iter()
+        .map(|l| {
+            let join = l
+                .columns
+                .iter()
+                .zip(&l.parent_columns)
+                .map(|(c, p)| format!("rbk_c.{} = rbk_p.{}", quote_ident(c), quote_ident(p)))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            format!(
+                "SELECT rbk_c.ctid FROM {} rbk_p JOIN {} rbk_c ON {join} WHERE rbk_p.{} = {}",
+                l.parent().quoted(),
+                table.quoted(),
+                quote_ident(&ownership.tenant_column),
+                plan.tenant_id
+            )
+        })
+        .collect();
+    format!(
+        "t.ctid = ANY (ARRAY({})) AND ({predicate})",
+        candidates.join(" UNION ")
+    )
 }
