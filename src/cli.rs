@@ -169,6 +169,14 @@ pub struct RestoreArgs {
     /// a safety backup of what gets replaced is always taken first.
     #[arg(long)]
     pub replace: bool,
+    /// Preview a tenant restore: per table the rows it would insert, update and delete, and
+    /// the sequences it would move; nothing is changed (recorded as a dry-run restore).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Restore only this tenant's rows from a whole-database backup (the same rows a tenant
+    /// backup would hold); nothing else is touched.
+    #[arg(long, value_name = "TENANT_ID")]
+    pub tenant: Option<i32>,
 }
 
 #[derive(Debug, clap::Args)]

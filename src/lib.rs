@@ -29,7 +29,9 @@
 //!   docs/incremental.md).
 //! - [`restore`]: compatibility check, whole-database and table restores, sequences, drills;
 //!   an incremental restores its chain (`restore::chain_of`: the full, then each delta).
-//! - [`tenant`]: which rows belong to a tenant (through foreign keys too) and live tenant restore.
+//! - [`tenant`]: which rows belong to a tenant (through foreign keys too) and live tenant restore
+//!   (from a tenant or a whole-database backup, under concurrent writes, with a dry-run preview;
+//!   docs/tenant-restore.md).
 //! - [`snapshot`]: one exported snapshot shared by every connection of a dump.
 //! - [`catalog`]: tables, columns, keys and sequences from the system catalogs; name validation.
 //!

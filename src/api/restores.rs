@@ -42,12 +42,14 @@ pub struct RestoreView {
     pub completed_at: Option<DateTime<Utc>>,
     pub error_message: Option<String>,
     pub created_at: DateTime<Utc>,
-    /// A preview: computes what the restore would do and changes nothing.
+    /// A preview: it changes nothing and records `preview`.
     pub dry_run: bool,
-    /// `{"tables": [{table, insert, update, delete}], "sequences": [{sequence, from, to}]}`:
-    /// planned (dry run) or done.
+    /// `{"tables":[{"table","insert","update","delete"}],"sequences":[{"sequence","from","to"}]}`:
+    /// planned (dry run) or done (docs/tenant-restore.md).
     #[schema(value_type = Option<Object>)]
     pub preview: Option<Value>,
+    /// A clone: the backup's tenant restored as this tenant id.
+    pub target_tenant_id: Option<i32>,
 }
 
 impl From<RestoreRow> for RestoreView {
@@ -69,6 +71,7 @@ impl From<RestoreRow> for RestoreView {
             created_at: r.created_at,
             dry_run: r.dry_run,
             preview: r.preview,
+            target_tenant_id: r.target_tenant_id,
         }
     }
 }
@@ -94,7 +97,7 @@ pub struct CreateRestore {
 pub struct RestoreStarted {
     pub success: bool,
     pub message: String,
-    /// `null` for a dry run.
+    /// The recorded restore (a dry run too: its row carries the preview once done).
     pub restore: Option<RestoreView>,
 }
 
@@ -125,7 +128,7 @@ pub async fn create(
             "tenants cannot choose a target database or replace".to_owned(),
         ));
     }
-    if confirm != Some(true) {
+    if confirm != Some(true) && !dry_run {
         return Err(ApiError::BadRequest {
             code: "confirmation_required",
             detail: "a restore overwrites data: send {\"confirm\": true}".to_owned(),
@@ -168,20 +171,11 @@ pub async fn create(
              pass replace: true, or a target_database",
         ));
     }
-    if dry_run {
-        return Ok(Json(RestoreStarted {
-            success: true,
-            message: format!(
-                "dry run: backup {} ({}) can be restored into {}; {} tables; nothing was changed",
-                row.uuid,
-                row.backup_scope,
-                target_database.as_deref().unwrap_or("the live database"),
-                tables
-                    .as_ref()
-                    .map_or_else(|| "all".to_owned(), |t| t.len().to_string()),
-            ),
-            restore: None,
-        }));
+    if dry_run && row.tenant_id.is_none() {
+        return Err(ApiError::validation(
+            &["body", "dry_run"],
+            "a dry run previews tenant restores; this backup is not a tenant's backup",
+        ));
     }
 
     let restore_uuid = match headers
@@ -206,6 +200,8 @@ pub async fn create(
             scope: row.backup_scope.clone(),
             target_database: target_database.clone(),
             tables: tables.clone(),
+            dry_run,
+            target_tenant_id: None,
         },
     )
     .await?;
@@ -224,7 +220,7 @@ pub async fn create(
             json!({
                 "backup_uuid": row.uuid, "tenant_id": row.tenant_id, "tables": tables,
                 "target_database": target_database, "replace": replace,
-                "restore_uuid": restore_uuid.to_string(),
+                "restore_uuid": restore_uuid.to_string(), "dry_run": dry_run,
             }),
         )
         .with_id(format!("backup-restore-{restore_uuid}"));
@@ -245,7 +241,11 @@ pub async fn create(
     tracing::info!(restore = %restore_uuid, backup = %row.uuid, by = %caller.sub, "restore requested");
     Ok(Json(RestoreStarted {
         success: true,
-        message: "restore queued".to_owned(),
+        message: if dry_run {
+            "dry run queued: the preview is recorded on the restore; nothing is changed".to_owned()
+        } else {
+            "restore queued".to_owned()
+        },
         restore: Some(restore.into()),
     }))
 }

@@ -27,7 +27,7 @@ pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> Outcome {
             ))
         })?;
     match &args.target_database {
-        None if row.backup_scope == "all" && !args.replace => {
+        None if row.backup_scope == "all" && !args.replace && args.tenant.is_none() => {
             return Err(Failure::Refused(format!(
                 "refused for safety: backup {} is a whole-database backup and restoring it into the live \
                  database {} replaces every table; pass --replace (a safety backup is taken first) or \
@@ -79,6 +79,8 @@ async fn run_phases(
         tables: (!args.tables.is_empty()).then(|| args.tables.clone()),
         target_database: args.target_database.clone(),
         replace: args.replace,
+        dry_run: args.dry_run,
+        only_tenant: args.tenant,
     };
     let started = std::time::Instant::now();
     // Refusals here are about the request (tables not in the backup, a failed backup):
@@ -150,6 +152,9 @@ async fn run_phases(
         ctx.out.line(format!(
             "the database it replaced is kept as {old} (drop it once the restore is confirmed)"
         ));
+    }
+    if args.dry_run {
+        return dry_run_report(ctx, &plan.restore_uuid, &args.uuid).await;
     }
     let total: u64 = rows.as_object().map_or(0, |m| {
         m.values().filter_map(serde_json::Value::as_u64).sum()
@@ -230,4 +235,46 @@ async fn user_tables(state: &AppState, name: &str) -> Result<i64, Failure> {
     .map_err(|e| Failure::failed(&e));
     pool.close().await;
     count
+}
+
+/// Prints the preview a dry run recorded (nothing was changed).
+async fn dry_run_report(ctx: &Ctx, restore_uuid: &str, backup_uuid: &str) -> Outcome {
+    let preview = uuid::Uuid::parse_str(restore_uuid)
+        .ok()
+        .map(|u| crate::db::restores::get(&ctx.state.pool, u));
+    let preview = match preview {
+        Some(get) => get
+            .await
+            .map_err(|e| Failure::failed(&e))?
+            .and_then(|r| r.preview),
+        None => None,
+    }
+    .unwrap_or(serde_json::Value::Null);
+    ctx.out.line(format!(
+        "dry run {restore_uuid} of backup {backup_uuid}: nothing was changed; the restore would"
+    ));
+    for t in preview["tables"].as_array().into_iter().flatten() {
+        ctx.out.line(format!(
+            "  {}: insert {}, update {}, delete {}",
+            t["table"].as_str().unwrap_or("?"),
+            t["insert"],
+            t["update"],
+            t["delete"]
+        ));
+    }
+    for s in preview["sequences"].as_array().into_iter().flatten() {
+        ctx.out.line(format!(
+            "  sequence {}: {} -> {}",
+            s["sequence"].as_str().unwrap_or("?"),
+            s["from"],
+            s["to"]
+        ));
+    }
+    Ok(json!({
+        "ok": true,
+        "dry_run": true,
+        "restore_uuid": restore_uuid,
+        "backup_uuid": backup_uuid,
+        "preview": preview,
+    }))
 }

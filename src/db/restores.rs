@@ -62,6 +62,10 @@ pub struct NewRestore {
     pub scope: String,
     pub target_database: Option<String>,
     pub tables: Option<Vec<String>>,
+    /// A preview: computed like the restore, nothing changed.
+    pub dry_run: bool,
+    /// A clone: the backup's tenant restored as this tenant id.
+    pub target_tenant_id: Option<i32>,
 }
 
 /// The columns of [`RestoreRow`], for every query that reads one.
@@ -80,8 +84,9 @@ const MAX_ERROR: usize = 4000;
 pub async fn insert(db: impl PgExecutor<'_>, r: &NewRestore) -> Result<bool, sqlx::Error> {
     // language=PostgreSQL
     let done = sqlx::query(
-        "INSERT INTO root_data_restores (uuid, tenant_id, backup_uuid, restore_scope, target_database, restore_tables)
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (uuid) DO NOTHING",
+        "INSERT INTO root_data_restores (uuid, tenant_id, backup_uuid, restore_scope, target_database, restore_tables,
+                                         dry_run, target_tenant_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (uuid) DO NOTHING",
     )
     .bind(r.uuid.to_string())
     .bind(r.tenant_id)
@@ -89,6 +94,8 @@ pub async fn insert(db: impl PgExecutor<'_>, r: &NewRestore) -> Result<bool, sql
     .bind(&r.scope)
     .bind(&r.target_database)
     .bind(&r.tables)
+    .bind(r.dry_run)
+    .bind(r.target_tenant_id)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -217,6 +224,24 @@ pub async fn record_applied(
     Ok(())
 }
 
+/// Records what a restore did (inside its transaction) or, for a dry run, would do.
+///
+/// # Errors
+/// Database errors.
+pub async fn set_preview(
+    db: impl PgExecutor<'_>,
+    uuid: Uuid,
+    preview: &Value,
+) -> Result<(), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query("UPDATE root_data_restores SET preview = $2, updated_at = now() WHERE uuid = $1")
+        .bind(uuid.to_string())
+        .bind(preview)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 /// Records the safety backup taken before anything was replaced.
 ///
 /// # Errors
@@ -250,7 +275,9 @@ pub async fn mark_success(
     // language=PostgreSQL
     sqlx::query(
         "UPDATE root_data_restores
-         SET status = 'success', applied_at = coalesce(applied_at, now()),
+         SET status = 'success',
+             -- A dry run changed nothing: it reaches success but is never applied.
+             applied_at = CASE WHEN dry_run THEN applied_at ELSE coalesce(applied_at, now()) END,
              rows_per_table = coalesce(rows_per_table, $2), completed_at = coalesce(completed_at, now()),
              error_message = NULL, updated_at = now()
          WHERE uuid = $1 AND (applied_at IS NOT NULL OR (status = 'running' AND inngest_run_id = $3))",

@@ -42,6 +42,10 @@ pub struct RestoreEvent {
     pub replace: bool,
     /// Set by the REST API / operators so a retried request maps to one restore row.
     pub restore_uuid: Option<Uuid>,
+    /// Compute the preview (tenant restores) and change nothing.
+    pub dry_run: bool,
+    /// Restore only this tenant from a whole-database backup (platform events).
+    pub restore_tenant_id: Option<i32>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -102,7 +106,14 @@ pub fn parse_restore(data: &Value) -> Result<RestoreEvent, MalformedEvent> {
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(malformed("replace must be true or false")),
     };
+    let dry_run = match field("dry_run") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(malformed("dry_run must be true or false")),
+    };
     Ok(RestoreEvent {
+        dry_run,
+        restore_tenant_id: tenant_field(field("restore_tenant_id"))?,
         tenant_id: tenant_field(field("tenant_id"))?,
         backup_uuid,
         tables: string_list_field("tables", field("tables"))?,

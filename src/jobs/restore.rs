@@ -38,6 +38,8 @@ pub async fn run(state: AppState, ctx: inngest::Ctx) -> Result<Value, inngest::E
         tables: event.tables,
         target_database: event.target_database,
         replace: event.replace,
+        dry_run: event.dry_run,
+        only_tenant: event.restore_tenant_id,
     };
     let prepared: Prepared = {
         let (state, request) = (state.clone(), request.clone());

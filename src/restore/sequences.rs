@@ -83,6 +83,43 @@ pub async fn advance(
     Ok(moved > 0)
 }
 
+/// Where [`advance`] would move `seq`, without moving it: `(last handed out, new value)`, or
+/// `None` when it would stay (a preview; `setval` is not undone by a rollback).
+///
+/// # Errors
+/// Query failures, as for [`advance`].
+pub async fn movement(
+    conn: &mut PgConnection,
+    seq: &TableRef,
+    users: &[(TableRef, String)],
+    backup: Option<(i64, bool)>,
+) -> Result<Option<(i64, i64)>, sqlx::Error> {
+    let mut candidates: Vec<String> = users
+        .iter()
+        .map(|(t, c)| {
+            format!(
+                "(SELECT max({})::bigint FROM {})",
+                quote_ident(c),
+                t.quoted()
+            )
+        })
+        .collect();
+    candidates.push("$1::bigint".to_owned());
+    // language=PostgreSQL
+    let sql = format!(
+        "SELECT s.used, g.v
+         FROM (SELECT greatest({candidates}) AS v) g,
+              (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS used FROM {seq}) s
+         WHERE g.v > s.used",
+        candidates = candidates.join(", "),
+        seq = seq.quoted(),
+    );
+    sqlx::query_as(&sql)
+        .bind(backup.map(|(v, called)| handed_out(v, called)))
+        .fetch_optional(conn)
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::handed_out;

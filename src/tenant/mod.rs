@@ -183,6 +183,18 @@ impl TenantPlan {
         self.table(table)?;
         predicate::predicate(&self.ownership, self.tenant_id, table, alias)
     }
+
+    /// [`Self::predicate_over`] reading parent tables from `relation(table)` instead of the
+    /// live tables.
+    pub fn predicate_in(
+        &self,
+        table: &TableRef,
+        alias: &str,
+        relation: &dyn Fn(&TableRef) -> String,
+    ) -> Option<String> {
+        self.table(table)?;
+        predicate::predicate_in(&self.ownership, self.tenant_id, table, alias, relation)
+    }
 }
 
 fn link_of(fk: &ForeignKey) -> OwnershipLink {

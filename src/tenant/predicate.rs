@@ -18,12 +18,26 @@ pub fn predicate(
     table: &TableRef,
     alias: &str,
 ) -> Option<String> {
+    predicate_in(plan, tenant, table, alias, &|t: &TableRef| t.quoted())
+}
+
+/// [`predicate`] with the parent tables read from where `relation` says (a restore from a
+/// whole-database backup selects the tenant's rows among the staged copies of the backup's
+/// tables, so join rows are attributed by the backup's parent rows, not the live ones).
+pub fn predicate_in(
+    plan: &OwnershipPlan,
+    tenant: i32,
+    table: &TableRef,
+    alias: &str,
+    relation: &dyn Fn(&TableRef) -> String,
+) -> Option<String> {
     plan.rule_of(table)?;
     let mut generator = Generator {
         plan,
         tenant,
         aliases: 0,
         path: Vec::new(),
+        relation,
     };
     Some(generator.owned(table, alias))
 }
@@ -39,6 +53,7 @@ struct Generator<'a> {
     tenant: i32,
     aliases: usize,
     path: Vec<TableRef>,
+    relation: &'a dyn Fn(&TableRef) -> String,
 }
 
 impl Generator<'_> {
@@ -127,7 +142,7 @@ impl Generator<'_> {
         };
         format!(
             "EXISTS (SELECT 1 FROM {} AS {parent} WHERE {} AND {condition})",
-            parent_table.quoted(),
+            (self.relation)(&parent_table),
             join.join(" AND ")
         )
     }

@@ -1,32 +1,27 @@
-//! Live tenant restore: replace one tenant's rows in the shared database by a backup's, in one
-//! transaction, without touching any other tenant's rows or platform rows.
+//! Live tenant restore: replace one tenant's rows in the shared database by a backup's (its own
+//! tenant backup, or the tenant's rows of a whole-database backup), in one transaction, without
+//! touching any other tenant's rows or platform rows, while every tenant keeps writing. The
+//! semantics under concurrent writes, the locks and the preview are defined in
+//! docs/tenant-restore.md; in short:
 //!
-//! Steps, all inside one transaction on one connection (`lock_timeout` and `statement_timeout`
-//! set locally, plus the fixed COPY settings of design.md):
-//!
-//! 1. Checks that need no database: the manifest is a tenant backup of *this* tenant, every
-//!    backed-up table and column exists in the live database with the same type and is owned by
-//!    the tenant there (every difference is reported at once, nothing is changed), and the
-//!    tenant's foreign-key cycles can be broken (see [`super::graph`]).
-//! 2. A transaction-level advisory lock per tenant, so two restores of one tenant queue instead
-//!    of interleaving; then the tenant must exist in the tenants table.
-//! 3. Stage: every table's rows are copied from the artifact into a temporary table
-//!    (`LIKE target`, dropped at commit); the artifact is verified (sha256, rows, content hash)
-//!    while it streams, before anything live is touched.
-//! 4. The rows to delete are fixed once, by primary key, with the same ownership predicates the
-//!    backup used, and locked `FOR UPDATE` so that concurrent sessions cannot start referencing
-//!    them (their `FOR KEY SHARE` waits for us).
-//! 5. Refuse if any row that stays (another tenant's, a platform row, or a row of a table not in
-//!    the backup) references a row about to be deleted: deleting it would cascade into, nullify,
-//!    or be blocked by someone else's data.
-//! 6. Deferred (cycle) columns of those rows are set to NULL, then the rows are deleted
-//!    children first.
-//! 7. Staged rows are inserted parents first with deferred columns NULL (`OVERRIDING SYSTEM
-//!    VALUE` for `GENERATED ALWAYS` identities), then the deferred columns are set by primary key.
-//! 8. Sequences feeding the restored tables are advanced past the restored ids, never moved
-//!    backwards (`setval` only when the maximum exceeds what the sequence already handed out).
-//! 9. Every table's tenant rows are re-hashed (same predicate and columns as the backup) and
-//!    must equal the manifest's rows and content hash; only then the transaction commits.
+//! 1. Checks that need no database: the manifest holds this tenant's rows (its tenant backup,
+//!    or a whole-database backup), every backed-up table and column exists in the live database
+//!    with the same type (every difference is reported at once), and the tenant's foreign-key
+//!    cycles can be broken (see [`super::graph`]).
+//! 2. The per-tenant advisory lock, waited on (`queue_timeout`), first in the transaction:
+//!    restores of one tenant run one after another. Then the lock budget (`lock_timeout`,
+//!    1 s) for everything else; no table lock stronger than ROW EXCLUSIVE, no DDL unless
+//!    `temporary_indexes` (missing foreign-key indexes are reported with their statement).
+//! 3. Stage every table from the artifact (verified while it streams); from a whole-database
+//!    backup, select the tenant's rows among the staged copies with the live ownership plan.
+//! 4. Fix and lock `FOR UPDATE` the tenant's live rows in one statement per table (by primary
+//!    key, or `ctid`): the lock point. Rows committed later by others are kept.
+//! 5. Refuse if a row that stays references a row about to be replaced.
+//! 6. Preview counts (insert/update/delete per table), then delete the locked rows children
+//!    first, insert the staged rows parents first with cycle columns set afterwards, move
+//!    sequences forward (never back; a dry run only computes the move).
+//! 7. Re-hash the row versions this transaction wrote (`xmin`) against the backup; count the
+//!    tenant's rows written meanwhile (`kept`). Commit, or roll back for a dry run.
 //!
 //! Any error rolls the transaction back: the database is exactly as before. Unique and foreign
 //! key violations are reported with the constraint's name. `session_replication_role` is never
@@ -56,9 +51,20 @@ pub struct RestoreOptions {
     pub tenants_table: Option<String>,
     /// Tables that are never restored (our own bookkeeping tables).
     pub skip: Vec<TableRef>,
-    /// How long one statement may wait for a lock before the restore gives up (and rolls back)
-    /// rather than stalling the application behind it.
+    /// The lock budget: how long one statement may wait for a lock before the restore gives up
+    /// (and rolls back, a retriable error) rather than letting sessions queue behind it. The
+    /// restore takes no table lock stronger than ROW EXCLUSIVE, so other tenants' writes never
+    /// wait for it; this bounds the rest (see docs/tenant-restore.md).
     pub lock_timeout: Duration,
+    /// Longest wait for another restore of the same tenant to finish (the per-tenant advisory
+    /// lock is queued on, not subject to `lock_timeout`).
+    pub queue_timeout: Duration,
+    /// Index foreign-key columns that have none for the restore's duration (DDL on shared
+    /// tables: a SHARE lock on them until commit, and table ownership). Off by default: the
+    /// report lists the `CREATE INDEX CONCURRENTLY` statements instead.
+    pub temporary_indexes: bool,
+    /// Compute the preview, check that the restore would succeed, and roll everything back.
+    pub dry_run: bool,
     /// Upper bound for any single statement (a staging COPY of a large table included).
     pub statement_timeout: Duration,
     /// The `root_data_restores` row of this request, when the target holds that table: locked
@@ -68,14 +74,18 @@ pub struct RestoreOptions {
 }
 
 impl RestoreOptions {
-    /// Defaults: the RiverEdge tenants table, 5 s lock waits, 30 min statements.
+    /// Defaults: the RiverEdge tenants table, a 1 s lock budget, 30 min statements and queue
+    /// waits, no DDL, a real restore.
     pub fn new(tenant_id: i32) -> Self {
         Self {
             tenant_id,
             tenants_table: Some("infra_tenants".to_owned()),
             skip: Vec::new(),
-            lock_timeout: Duration::from_secs(5),
+            lock_timeout: Duration::from_secs(1),
+            queue_timeout: Duration::from_secs(30 * 60),
             statement_timeout: Duration::from_secs(30 * 60),
+            temporary_indexes: false,
+            dry_run: false,
             record: None,
         }
     }
@@ -90,13 +100,49 @@ pub struct RestoreReport {
     pub tables: Vec<TableReport>,
     /// Sequences that were advanced past restored ids.
     pub sequences_advanced: Vec<TableRef>,
+    /// What the restore does (dry run: would do), in the `root_data_restores.preview` shape.
+    pub preview: Preview,
+    /// `CREATE INDEX CONCURRENTLY` statements for foreign-key columns without an index: each
+    /// deleted parent row costs a scan of the child table until they exist.
+    pub missing_indexes: Vec<String>,
+    /// Whether everything was rolled back (a dry run).
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableReport {
     pub table: TableRef,
+    /// Rows physically deleted and inserted (every covered row is rewritten).
     pub deleted: u64,
     pub inserted: u64,
+    /// The tenant's rows committed by other sessions after the restore locked the tenant's
+    /// rows: kept (docs/tenant-restore.md).
+    pub kept: u64,
+}
+
+/// Per table, the logical change: `insert` backup rows whose key is not live, `update` keys in
+/// both whose content differs, `delete` live rows whose key is not in the backup (tables without
+/// a primary key: whole rows compared as multisets). Identical rows are not counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Preview {
+    pub tables: Vec<TableChange>,
+    pub sequences: Vec<SequenceMove>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TableChange {
+    pub table: String,
+    pub insert: i64,
+    pub update: i64,
+    pub delete: i64,
+}
+
+/// A sequence moved forward past restored ids: from the last value handed out, to the new one.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SequenceMove {
+    pub sequence: String,
+    pub from: i64,
+    pub to: i64,
 }
 
 /// A row that stays but references a row the restore would delete.
@@ -232,6 +278,8 @@ struct Target<'a> {
     predicate: String,
     deferred: &'a [String],
     columns: Vec<String>,
+    /// The artifact holds every tenant's rows (a whole-database backup).
+    whole: bool,
 }
 
 impl Target<'_> {
@@ -241,6 +289,16 @@ impl Target<'_> {
 
     fn stage(&self) -> String {
         format!("pg_temp.rbk_stage_{}", self.index)
+    }
+
+    /// Where the artifact is loaded: the stage itself, or for a whole-database backup every
+    /// row, from which the tenant's are selected into the stage.
+    fn loaded(&self) -> String {
+        if self.whole {
+            format!("pg_temp.rbk_all_{}", self.index)
+        } else {
+            self.stage()
+        }
     }
 
     fn doomed(&self) -> String {
@@ -265,13 +323,14 @@ impl Target<'_> {
             .join(", ")
     }
 
-    /// Rows of this table (over `alias`) that the restore deletes.
-    fn doomed_over(&self, alias: &str, plan: &TenantPlan) -> String {
+    /// Rows of this table (over `alias`) that the restore deletes: the set fixed and locked by
+    /// [`fix_doomed_rows`], by primary key, or by `ctid` for tables without one (stable: the
+    /// rows are locked `FOR UPDATE` until the commit, so nobody else can move them).
+    fn doomed_over(&self, alias: &str) -> String {
         if self.table.primary_key.is_empty() {
             format!(
-                "coalesce({}, false)",
-                plan.predicate_over(self.name(), alias)
-                    .unwrap_or_else(|| "false".to_owned())
+                "{alias}.ctid = ANY (ARRAY(SELECT rbk_ctid FROM {}))",
+                self.doomed()
             )
         } else {
             format!(
@@ -310,16 +369,19 @@ pub async fn restore(
     manifest: &Manifest,
     opts: &RestoreOptions,
 ) -> Result<RestoreReport, RestoreError> {
-    check_manifest(manifest, opts.tenant_id)?;
+    let whole = check_manifest(manifest, opts.tenant_id)?;
     let plan = TenantPlan::build(catalog, opts.tenant_id, &opts.skip);
     let order = plan.load_order()?;
-    let targets = targets(catalog, &plan, order, manifest)?;
+    let targets = targets(catalog, &plan, order, manifest, whole)?;
 
     let mut tx = conn
         .begin()
         .await
         .map_err(db_error("beginning the restore transaction"))?;
-    if let Some(uuid) = opts.record {
+    // First, holding nothing else: queue behind other restores of this tenant.
+    wait_for_turn(&mut tx, opts).await?;
+    let record = opts.record.filter(|_| !opts.dry_run);
+    if let Some(uuid) = record {
         let row = crate::db::restores::lock_for_apply(&mut tx, uuid)
             .await
             .map_err(db_error("locking the restore record"))?;
@@ -328,27 +390,45 @@ pub async fn restore(
         }
     }
     match run(&mut tx, catalog, storage, &plan, manifest, &targets, opts).await {
-        Ok((tables, sequences_advanced)) => {
-            if let Some(uuid) = opts.record {
-                let rows = serde_json::Value::Object(
-                    tables
-                        .iter()
-                        .map(|t| (t.table.to_string(), serde_json::json!(t.inserted)))
-                        .collect(),
-                );
-                crate::db::restores::record_applied(&mut tx, uuid, &rows, None)
+        Ok(outcome) => {
+            let preview_json = serde_json::to_value(&outcome.preview).unwrap_or_default();
+            if opts.dry_run {
+                tx.rollback()
                     .await
-                    .map_err(db_error("recording the restore"))?;
+                    .map_err(db_error("rolling the dry run back"))?;
+                tracing::info!(
+                    tables = outcome.tables.len(),
+                    "tenant restore dry run rolled back"
+                );
+            } else {
+                if let Some(uuid) = record {
+                    let rows = serde_json::Value::Object(
+                        outcome
+                            .tables
+                            .iter()
+                            .map(|t| (t.table.to_string(), serde_json::json!(t.inserted)))
+                            .collect(),
+                    );
+                    crate::db::restores::record_applied(&mut tx, uuid, &rows, None)
+                        .await
+                        .map_err(db_error("recording the restore"))?;
+                    crate::db::restores::set_preview(&mut *tx, uuid, &preview_json)
+                        .await
+                        .map_err(db_error("recording the restore"))?;
+                }
+                tx.commit()
+                    .await
+                    .map_err(db_error("committing the restore"))?;
+                tracing::info!(tables = outcome.tables.len(), "tenant restore committed");
             }
-            tx.commit()
-                .await
-                .map_err(db_error("committing the restore"))?;
-            tracing::info!(tables = tables.len(), "tenant restore committed");
             Ok(RestoreReport {
                 tenant_id: opts.tenant_id,
                 backup_uuid: manifest.backup_uuid.clone(),
-                tables,
-                sequences_advanced,
+                tables: outcome.tables,
+                sequences_advanced: outcome.sequences_advanced,
+                preview: outcome.preview,
+                missing_indexes: outcome.missing_indexes,
+                dry_run: opts.dry_run,
             })
         }
         Err(e) => {
@@ -361,7 +441,36 @@ pub async fn restore(
     }
 }
 
-fn check_manifest(manifest: &Manifest, tenant_id: i32) -> Result<(), RestoreError> {
+/// The per-tenant advisory lock, waited on (up to `queue_timeout`, not the lock budget): two
+/// restores of one tenant run one after the other. Taken first in the transaction, so a queued
+/// restore holds no other lock while it waits.
+async fn wait_for_turn(conn: &mut PgConnection, opts: &RestoreOptions) -> Result<(), RestoreError> {
+    let sql = format!(
+        "SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {};",
+        quote_literal(&format!("{}ms", opts.queue_timeout.as_millis())),
+        quote_literal(&format!("{}ms", opts.queue_timeout.as_millis())),
+    );
+    crate::pg::execute(&mut *conn, &sql)
+        .await
+        .map_err(db_error("configuring the restore session"))?;
+    // language=PostgreSQL
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('riveredge-backup tenant restore'), $1)")
+        .bind(opts.tenant_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error("waiting for other restores of this tenant"))?;
+    Ok(())
+}
+
+/// Whether the backup holds the tenant's rows: its own tenant backup (`Ok(false)`), or a
+/// whole-database backup, whose rows of the tenant are selected while restoring (`Ok(true)`).
+fn check_manifest(manifest: &Manifest, tenant_id: i32) -> Result<bool, RestoreError> {
+    if is_readable_format(&manifest.format)
+        && manifest.scope == "all"
+        && manifest.tenant_id.is_none()
+    {
+        return Ok(true);
+    }
     if !is_readable_format(&manifest.format)
         || !matches!(manifest.scope.as_str(), "tenant" | "table")
         || manifest.tenant_id.is_none()
@@ -378,7 +487,7 @@ fn check_manifest(manifest: &Manifest, tenant_id: i32) -> Result<(), RestoreErro
             requested: tenant_id,
         });
     }
-    Ok(())
+    Ok(false)
 }
 
 /// The backed-up tables in load order, after checking each against the live database.
@@ -387,6 +496,7 @@ fn targets<'a>(
     plan: &TenantPlan,
     order: &'a LoadOrder,
     manifest: &'a Manifest,
+    whole: bool,
 ) -> Result<Vec<Target<'a>>, RestoreError> {
     let mut problems = Vec::new();
     let mut by_table: BTreeMap<TableRef, &TableEntry> = BTreeMap::new();
@@ -394,17 +504,22 @@ fn targets<'a>(
         let name = entry.table_ref();
         match (catalog.table(&name), plan.table(&name)) {
             (None, _) => problems.push(format!("table {name} does not exist")),
+            // A whole-database backup holds platform tables too: not the tenant's.
+            (Some(_), None) if whole => {}
             (Some(_), None) => problems.push(format!(
                 "table {name} is not owned by tenants in the live database"
             )),
             (Some(live), Some(owned)) => {
                 problems.extend(column_differences(live, entry));
-                problems.extend(ownership_difference(
-                    manifest,
-                    plan,
-                    &name,
-                    &owned.predicate,
-                ));
+                // A whole-database backup holds every row; the live plan selects the tenant's.
+                if !whole {
+                    problems.extend(ownership_difference(
+                        manifest,
+                        plan,
+                        &name,
+                        &owned.predicate,
+                    ));
+                }
                 by_table.insert(name, entry);
             }
         }
@@ -422,9 +537,10 @@ fn targets<'a>(
                 index,
                 entry,
                 table: catalog.table(name)?,
-                predicate: plan.table(name)?.predicate.clone(),
+                predicate: indexed_predicate(plan, name, &plan.table(name)?.predicate),
                 deferred: order.deferred_columns_of(name),
                 columns: entry.columns.iter().map(|c| c.name.clone()).collect(),
+                whole,
             })
         })
         .collect())
@@ -482,7 +598,12 @@ fn column_differences(live: &Table, entry: &TableEntry) -> Vec<String> {
     out
 }
 
-type Outcome = (Vec<TableReport>, Vec<TableRef>);
+struct Outcome {
+    tables: Vec<TableReport>,
+    sequences_advanced: Vec<TableRef>,
+    preview: Preview,
+    missing_indexes: Vec<String>,
+}
 
 async fn run(
     conn: &mut PgConnection,
@@ -502,21 +623,31 @@ async fn run(
     for t in targets {
         stage(conn, storage, t).await?;
     }
+    let expected = select_tenant_rows(conn, plan, targets).await?;
     for t in targets {
         fix_doomed_rows(conn, t).await?;
     }
-    check_cross_references(conn, catalog, plan, targets).await?;
-    let temporary_indexes = index_referencing_columns(conn, catalog, targets).await?;
+    check_cross_references(conn, catalog, targets).await?;
+    let mut preview = Preview::default();
+    for t in targets {
+        preview.tables.push(changes(conn, t).await?);
+    }
+    let missing = missing_indexes(conn, catalog, targets).await?;
+    let mut temporary_indexes = Vec::new();
+    if opts.temporary_indexes {
+        temporary_indexes = create_temporary_indexes(conn, &missing).await?;
+    }
+    let missing_indexes = missing.iter().map(MissingIndex::statement).collect();
 
     let mut deleted = vec![0; targets.len()];
     for t in targets.iter().filter(|t| !t.deferred.is_empty()) {
-        null_deferred(conn, t, plan).await?;
+        null_deferred(conn, t).await?;
     }
     for t in targets.iter().rev() {
         let sql = format!(
             "DELETE FROM {} t WHERE {}",
             t.name().quoted(),
-            t.doomed_over("t", plan)
+            t.doomed_over("t")
         );
         deleted[t.index] = sqlx::query(&sql)
             .execute(&mut *conn)
@@ -531,6 +662,7 @@ async fn run(
             table: t.name().clone(),
             deleted: deleted[t.index],
             inserted,
+            kept: 0,
         });
     }
     for t in targets.iter().filter(|t| !t.deferred.is_empty()) {
@@ -538,13 +670,18 @@ async fn run(
     }
     let mut sequences_advanced = Vec::new();
     for t in targets {
-        for seq in advance_sequences(conn, catalog, manifest, t).await? {
+        for (seq, movement) in advance_sequences(conn, catalog, manifest, t, opts.dry_run).await? {
             if !sequences_advanced.contains(&seq) {
                 sequences_advanced.push(seq);
+                preview.sequences.push(movement);
             }
         }
     }
-    verify(conn, targets).await?;
+    let xid = current_xid(conn).await?;
+    verify(conn, targets, &xid, &expected).await?;
+    for (t, report) in targets.iter().zip(tables.iter_mut()) {
+        report.kept = kept(conn, t, &xid).await?;
+    }
     // Last, so the ACCESS EXCLUSIVE lock DROP INDEX takes lasts only until the commit.
     for index in temporary_indexes {
         sqlx::query(&format!("DROP INDEX {index}"))
@@ -552,23 +689,128 @@ async fn run(
             .await
             .map_err(db_error("dropping a temporary index"))?;
     }
-    Ok((tables, sequences_advanced))
+    Ok(Outcome {
+        tables,
+        sequences_advanced,
+        preview,
+        missing_indexes,
+    })
+}
+
+/// This transaction's id as `xid` text: every row version the restore wrote carries it in
+/// `xmin`, which tells the restored rows from rows other sessions committed meanwhile.
+async fn current_xid(conn: &mut PgConnection) -> Result<String, RestoreError> {
+    // language=PostgreSQL
+    sqlx::query_scalar("SELECT (pg_current_xact_id()::text::numeric % 4294967296)::bigint::text")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_error("reading the transaction id"))
+}
+
+/// The tenant's rows of `t` that other sessions committed after the restore locked its rows.
+async fn kept(conn: &mut PgConnection, t: &Target<'_>, xid: &str) -> Result<u64, RestoreError> {
+    let sql = format!(
+        "SELECT count(*) FROM {} t WHERE ({}) AND t.xmin <> {}::xid",
+        t.name().quoted(),
+        t.predicate,
+        quote_literal(xid)
+    );
+    let n: i64 = sqlx::query_scalar(&sql)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(sql_error(t.name(), "counting concurrent rows of"))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// The logical change the restore makes to `t` (see [`Preview`]), from the staged rows and the
+/// fixed set of rows to replace, before anything changes.
+async fn changes(conn: &mut PgConnection, t: &Target<'_>) -> Result<TableChange, RestoreError> {
+    let live = t.name().quoted();
+    let row = |alias: &str| {
+        format!(
+            "ROW({})::text",
+            t.columns
+                .iter()
+                .map(|c| format!("{alias}.{}", quote_ident(c)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let sql = if t.table.primary_key.is_empty() {
+        let doomed = format!(
+            "SELECT {} FROM {live} t WHERE {}",
+            row("t"),
+            t.doomed_over("t")
+        );
+        let staged = format!("SELECT {} FROM {} s", row("s"), t.stage());
+        format!(
+            "SELECT (SELECT count(*) FROM ({staged} EXCEPT ALL {doomed}) x),
+                    0::bigint,
+                    (SELECT count(*) FROM ({doomed} EXCEPT ALL {staged}) x)"
+        )
+    } else {
+        let on = |a: &str, b: &str| {
+            t.table
+                .primary_key
+                .iter()
+                .map(|c| format!("{a}.{0} = {b}.{0}", quote_ident(c)))
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        };
+        format!(
+            "SELECT (SELECT count(*) FROM {stage} s WHERE NOT EXISTS (SELECT 1 FROM {doomed} d WHERE {sd})),
+                    (SELECT count(*) FROM {stage} s JOIN {doomed} d ON {sd} JOIN {live} t ON {td}
+                      WHERE {srow} IS DISTINCT FROM {trow}),
+                    (SELECT count(*) FROM {doomed} d WHERE NOT EXISTS (SELECT 1 FROM {stage} s WHERE {sd}))",
+            stage = t.stage(),
+            doomed = t.doomed(),
+            sd = on("s", "d"),
+            td = on("t", "d"),
+            srow = row("s"),
+            trow = row("t"),
+        )
+    };
+    let (insert, update, delete): (i64, i64, i64) = sqlx::query_as(&sql)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(sql_error(t.name(), "comparing the backup's rows with"))?;
+    Ok(TableChange {
+        table: t.name().to_string(),
+        insert,
+        update,
+        delete,
+    })
+}
+
+/// A foreign key whose referencing columns have no index.
+struct MissingIndex {
+    table: TableRef,
+    columns: String,
+}
+
+impl MissingIndex {
+    fn statement(&self) -> String {
+        format!(
+            "CREATE INDEX CONCURRENTLY ON {} ({})",
+            self.table.quoted(),
+            self.columns
+        )
+    }
 }
 
 /// Deleting a parent row makes PostgreSQL look up its children through each foreign key; a
 /// referencing column without an index turns that into one sequential scan of the child table
 /// per deleted row (minutes for a tenant of a few thousand rows over a million-row child).
-/// Such columns get an index for the duration of the transaction. It is created inside the
-/// transaction (a failed restore rolls it back with everything else) and holds a SHARE lock on
-/// the child table until the commit, which pauses other sessions' writes to that table for the
-/// restore's duration: the price of finishing in seconds. A permanent index is the real fix,
-/// and the log says so.
-async fn index_referencing_columns(
+/// The restore does not build indexes by default (DDL on shared tables: a SHARE lock that
+/// stops every tenant's writes to them until the commit, then ACCESS EXCLUSIVE for the drop,
+/// and table ownership a least-privilege role lacks); it names the index to create, once, with
+/// the statement. `temporary_indexes` opts in to the old behaviour.
+async fn missing_indexes(
     conn: &mut PgConnection,
     catalog: &Catalog,
     targets: &[Target<'_>],
-) -> Result<Vec<String>, RestoreError> {
-    let mut created = Vec::new();
+) -> Result<Vec<MissingIndex>, RestoreError> {
+    let mut missing: Vec<MissingIndex> = Vec::new();
     for t in targets {
         for fk in catalog.fks_to(t.name()) {
             // language=PostgreSQL
@@ -589,37 +831,60 @@ async fn index_referencing_columns(
             if indexed {
                 continue;
             }
-            let columns = fk
-                .columns
-                .iter()
-                .map(|c| quote_ident(c))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let index = MissingIndex {
+                table: fk.table.clone(),
+                columns: fk
+                    .columns
+                    .iter()
+                    .map(|c| quote_ident(c))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            };
+            let statement = index.statement();
+            if missing.iter().any(|m| m.statement() == statement) {
+                continue;
+            }
             tracing::warn!(
                 table = %fk.table, columns = %fk.columns.join(", "), constraint = %fk.name,
-                "foreign key columns have no index: the restore indexes them temporarily; \
-                 add a permanent index (CREATE INDEX CONCURRENTLY) to speed up deletes everywhere"
+                create = %statement,
+                "foreign key columns have no index: deleting the tenant's rows scans the table once per row; create the index"
             );
-            let name = format!("rbk_restore_fk_{}", created.len() + 1);
-            sqlx::query(&format!(
-                "CREATE INDEX {} ON {} ({columns})",
-                quote_ident(&name),
-                fk.table.quoted()
-            ))
+            missing.push(index);
+        }
+    }
+    Ok(missing)
+}
+
+/// Opt-in: builds the missing indexes inside the transaction (rolled back with it on failure,
+/// dropped at the end). Returns their qualified names.
+async fn create_temporary_indexes(
+    conn: &mut PgConnection,
+    missing: &[MissingIndex],
+) -> Result<Vec<String>, RestoreError> {
+    let mut created = Vec::new();
+    for index in missing {
+        let name = format!("rbk_restore_fk_{}", created.len() + 1);
+        // `CONCURRENTLY` cannot run in a transaction; the temporary index is a plain one.
+        let sql = format!(
+            "CREATE INDEX {} ON {} ({})",
+            quote_ident(&name),
+            index.table.quoted(),
+            index.columns
+        );
+        sqlx::query(&sql)
             .execute(&mut *conn)
             .await
             .map_err(db_error("indexing referencing columns"))?;
-            created.push(format!(
-                "{}.{}",
-                quote_ident(&fk.table.schema),
-                quote_ident(&name)
-            ));
-        }
+        created.push(format!(
+            "{}.{}",
+            quote_ident(&index.table.schema),
+            quote_ident(&name)
+        ));
     }
     Ok(created)
 }
 
-/// Timeouts, deterministic COPY text (design.md), deferred constraints, and the per-tenant lock.
+/// The lock budget, deterministic COPY text (design.md) and deferred constraints.
 async fn prepare_session(
     conn: &mut PgConnection,
     order: &LoadOrder,
@@ -643,12 +908,6 @@ async fn prepare_session(
     crate::pg::execute(&mut *conn, &sql)
         .await
         .map_err(db_error("configuring the restore session"))?;
-    // language=PostgreSQL
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('riveredge-backup tenant restore'), $1)")
-        .bind(opts.tenant_id)
-        .execute(&mut *conn)
-        .await
-        .map_err(db_error("waiting for other restores of this tenant"))?;
     Ok(())
 }
 
@@ -665,7 +924,7 @@ async fn stage(
     let name = t.name();
     let create = format!(
         "CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP",
-        t.stage(),
+        t.loaded(),
         name.quoted()
     );
     sqlx::query(&create)
@@ -678,7 +937,7 @@ async fn stage(
         source: Box::new(source),
     };
     let mut source = open_table(storage, t.entry).await.map_err(artifact)?;
-    let sql = format!("COPY {} ({}) FROM STDIN", t.stage(), t.column_list());
+    let sql = format!("COPY {} ({}) FROM STDIN", t.loaded(), t.column_list());
     let mut copy = conn
         .copy_in_raw(&sql)
         .await
@@ -704,6 +963,10 @@ async fn stage(
         }
     }
     let rows = copy.finish().await.map_err(sql_error(name, "staging"))?;
+    sqlx::query(&format!("ANALYZE {}", t.loaded()))
+        .execute(&mut *conn)
+        .await
+        .map_err(sql_error(name, "analyzing the staged rows of"))?;
     if rows != t.entry.rows {
         return Err(RestoreError::VerificationFailed(vec![format!(
             "{name}: staged {rows} rows, the manifest says {}",
@@ -713,12 +976,29 @@ async fn stage(
     Ok(())
 }
 
-/// Fixes and locks the rows to delete (by primary key), so later steps see one set even while
-/// deferred columns change what the predicates of join tables would match.
+/// Fixes and locks the rows to delete in one statement (by primary key, or `ctid`), so later
+/// steps see one set even while deferred columns change what the predicates of join tables
+/// would match, and rows other sessions commit afterwards are not touched. Concurrent sessions
+/// cannot start referencing locked rows (their `FOR KEY SHARE` waits for us).
 async fn fix_doomed_rows(conn: &mut PgConnection, t: &Target<'_>) -> Result<(), RestoreError> {
     let name = t.name();
+    let key = if t.table.primary_key.is_empty() {
+        "t.ctid AS rbk_ctid".to_owned()
+    } else {
+        t.pk_list(Some("t"))
+    };
+    let create = format!(
+        "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {key} FROM {} t WHERE false",
+        t.doomed(),
+        name.quoted(),
+    );
+    sqlx::query(&create)
+        .execute(&mut *conn)
+        .await
+        .map_err(sql_error(name, "collecting the tenant's rows of"))?;
     let lock = format!(
-        "SELECT 1 FROM {} t WHERE {} FOR UPDATE OF t",
+        "INSERT INTO {} SELECT {key} FROM {} t WHERE {} FOR UPDATE OF t",
+        t.doomed(),
         name.quoted(),
         t.predicate
     );
@@ -726,20 +1006,13 @@ async fn fix_doomed_rows(conn: &mut PgConnection, t: &Target<'_>) -> Result<(), 
         .execute(&mut *conn)
         .await
         .map_err(sql_error(name, "locking the tenant's rows of"))?;
-    if t.table.primary_key.is_empty() {
-        return Ok(());
-    }
-    let sql = format!(
-        "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} t WHERE {}",
-        t.doomed(),
-        t.pk_list(Some("t")),
-        name.quoted(),
-        t.predicate
-    );
-    sqlx::query(&sql)
+    // Statistics of the (small) key set, so that every later statement joining it to a shared
+    // table looks the keys up by index instead of scanning the shared table (temporary tables
+    // are never analyzed by autovacuum; without statistics the planner guesses thousands).
+    sqlx::query(&format!("ANALYZE {}", t.doomed()))
         .execute(&mut *conn)
         .await
-        .map_err(sql_error(name, "collecting the tenant's rows of"))?;
+        .map_err(sql_error(name, "analyzing the tenant's rows of"))?;
     Ok(())
 }
 
@@ -747,7 +1020,6 @@ async fn fix_doomed_rows(conn: &mut PgConnection, t: &Target<'_>) -> Result<(), 
 async fn check_cross_references(
     conn: &mut PgConnection,
     catalog: &Catalog,
-    plan: &TenantPlan,
     targets: &[Target<'_>],
 ) -> Result<(), RestoreError> {
     let find = |t: &TableRef| targets.iter().find(|x| x.name() == t);
@@ -758,14 +1030,17 @@ async fn check_cross_references(
         };
         let child_stays = find(&fk.table).map_or_else(
             || "true".to_owned(),
-            |c| format!("NOT {}", c.doomed_over("c", plan)),
+            |c| format!("NOT ({})", c.doomed_over("c")),
         );
+        // Driven from the replaced parent rows (few, analyzed) to their children, so the cost
+        // follows the tenant's rows where the referencing columns are indexed, rather than
+        // scanning every tenant's child rows.
         let sql = format!(
-            "SELECT count(*) FROM {} c WHERE {child_stays} AND EXISTS (SELECT 1 FROM {} p WHERE {} AND {})",
-            fk.table.quoted(),
+            "SELECT count(*) FROM {} p JOIN {} c ON {} WHERE {} AND {child_stays}",
             fk.referenced.quoted(),
+            fk.table.quoted(),
             fk_join(fk, "c", "p"),
-            parent.doomed_over("p", plan)
+            parent.doomed_over("p")
         );
         let rows: i64 = sqlx::query_scalar(&sql)
             .fetch_one(&mut *conn)
@@ -796,11 +1071,7 @@ fn fk_join(fk: &ForeignKey, child: &str, parent: &str) -> String {
         .join(" AND ")
 }
 
-async fn null_deferred(
-    conn: &mut PgConnection,
-    t: &Target<'_>,
-    plan: &TenantPlan,
-) -> Result<(), RestoreError> {
+async fn null_deferred(conn: &mut PgConnection, t: &Target<'_>) -> Result<(), RestoreError> {
     let set: Vec<String> = t
         .deferred
         .iter()
@@ -810,7 +1081,7 @@ async fn null_deferred(
         "UPDATE {} t SET {} WHERE {}",
         t.name().quoted(),
         set.join(", "),
-        t.doomed_over("t", plan)
+        t.doomed_over("t")
     );
     sqlx::query(&sql)
         .execute(&mut *conn)
@@ -891,13 +1162,15 @@ async fn set_deferred(conn: &mut PgConnection, t: &Target<'_>) -> Result<(), Res
 /// Moves each sequence feeding the table forward to the live policy of
 /// [`crate::restore::sequences`]: at or above the backup's value and the maximum of every
 /// column that draws from it (including columns that use it only through `nextval`
-/// defaults); never backwards.
+/// defaults); never backwards. A dry run computes the move and makes none (`setval` is not
+/// transactional: a rollback would not undo it).
 async fn advance_sequences(
     conn: &mut PgConnection,
     catalog: &Catalog,
     manifest: &Manifest,
     t: &Target<'_>,
-) -> Result<Vec<TableRef>, RestoreError> {
+    dry_run: bool,
+) -> Result<Vec<(TableRef, SequenceMove)>, RestoreError> {
     let mut advanced = Vec::new();
     for seq in catalog.sequences_of(t.name()) {
         let backup = manifest
@@ -905,45 +1178,48 @@ async fn advance_sequences(
             .iter()
             .find(|s| s.sequence_ref() == seq.sequence)
             .map(|s| (s.last_value, s.is_called));
-        let moved = crate::restore::sequences::advance(conn, &seq.sequence, &seq.used_by, backup)
-            .await
-            .map_err(sql_error(&seq.sequence, "advancing sequence"))?;
-        if moved {
-            advanced.push(seq.sequence.clone());
+        let movement =
+            crate::restore::sequences::movement(conn, &seq.sequence, &seq.used_by, backup)
+                .await
+                .map_err(sql_error(&seq.sequence, "reading sequence"))?;
+        let Some((from, to)) = movement else {
+            continue;
+        };
+        if !dry_run {
+            crate::restore::sequences::advance(conn, &seq.sequence, &seq.used_by, backup)
+                .await
+                .map_err(sql_error(&seq.sequence, "advancing sequence"))?;
         }
+        advanced.push((
+            seq.sequence.clone(),
+            SequenceMove {
+                sequence: seq.sequence.to_string(),
+                from,
+                to,
+            },
+        ));
     }
     Ok(advanced)
 }
 
-/// Re-hashes the tenant's rows as the backup selected them; every table must match.
-async fn verify(conn: &mut PgConnection, targets: &[Target<'_>]) -> Result<(), RestoreError> {
-    use futures::TryStreamExt;
+/// Re-hashes the rows this transaction wrote (`xmin` = `xid`) with the backup's columns; every
+/// table must match the manifest. Rows other sessions committed meanwhile are not the backup's
+/// and are counted by [`kept`] instead.
+async fn verify(
+    conn: &mut PgConnection,
+    targets: &[Target<'_>],
+    xid: &str,
+    expected: &[(u64, String)],
+) -> Result<(), RestoreError> {
     let mut problems = Vec::new();
-    for t in targets {
-        let select = copy_select(t.name(), &t.entry.columns, Some(&t.predicate));
-        let sql = format!("COPY ({select}) TO STDOUT");
-        let mut hasher = RowHasher::new();
-        let mut stream = conn
-            .copy_out_raw(&sql)
-            .await
-            .map_err(sql_error(t.name(), "re-reading"))?;
-        while let Some(chunk) = stream
-            .try_next()
-            .await
-            .map_err(sql_error(t.name(), "re-reading"))?
-        {
-            hasher.update(&chunk);
-        }
-        let digest = hasher.finish();
-        let content_hash = digest.content_hash();
-        if digest.rows != t.entry.rows || content_hash != t.entry.content_hash {
+    for (t, (rows, hash)) in targets.iter().zip(expected) {
+        let filter = format!("({}) AND t.xmin = {}::xid", t.predicate, quote_literal(xid));
+        let select = copy_select(t.name(), &t.entry.columns, Some(&filter));
+        let (got_rows, got_hash) = digest(conn, t.name(), &select).await?;
+        if got_rows != *rows || got_hash != *hash {
             problems.push(format!(
-                "{}: {} rows with hash {} after restore, backup has {} rows with hash {}",
+                "{}: {got_rows} rows with hash {got_hash} after restore, backup has {rows} rows with hash {hash}",
                 t.name(),
-                digest.rows,
-                content_hash,
-                t.entry.rows,
-                t.entry.content_hash
             ));
         }
     }
@@ -952,4 +1228,120 @@ async fn verify(conn: &mut PgConnection, targets: &[Target<'_>]) -> Result<(), R
     } else {
         Err(RestoreError::VerificationFailed(problems))
     }
+}
+
+/// Rows and content hash of `select`'s COPY text (the backup's row hash).
+async fn digest(
+    conn: &mut PgConnection,
+    table: &TableRef,
+    select: &str,
+) -> Result<(u64, String), RestoreError> {
+    use futures::TryStreamExt;
+    let sql = format!("COPY ({select}) TO STDOUT");
+    let mut hasher = RowHasher::new();
+    let mut stream = conn
+        .copy_out_raw(&sql)
+        .await
+        .map_err(sql_error(table, "re-reading"))?;
+    while let Some(chunk) = stream
+        .try_next()
+        .await
+        .map_err(sql_error(table, "re-reading"))?
+    {
+        hasher.update(&chunk);
+    }
+    let digest = hasher.finish();
+    Ok((digest.rows, digest.content_hash()))
+}
+
+/// What each table's restored rows must hash to. A tenant backup: the manifest's. A
+/// whole-database backup: the tenant's rows are selected from the loaded copy with the live
+/// ownership plan, its parent tables read from the loaded copies too (a join row belongs to the
+/// tenant by the backup's parent rows), all before any copy is narrowed; their hash is then
+/// the expectation.
+async fn select_tenant_rows(
+    conn: &mut PgConnection,
+    plan: &TenantPlan,
+    targets: &[Target<'_>],
+) -> Result<Vec<(u64, String)>, RestoreError> {
+    let mut expected = Vec::with_capacity(targets.len());
+    let relation = |table: &TableRef| {
+        targets
+            .iter()
+            .find(|t| t.name() == table)
+            .map_or_else(|| table.quoted(), Target::loaded)
+    };
+    for t in targets {
+        if !t.whole {
+            expected.push((t.entry.rows, t.entry.content_hash.clone()));
+            continue;
+        }
+        let predicate = plan
+            .predicate_in(t.name(), "t", &relation)
+            .unwrap_or_else(|| "false".to_owned());
+        let sql = format!(
+            "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT * FROM {} t WHERE {predicate}",
+            t.stage(),
+            t.loaded()
+        );
+        sqlx::query(&sql)
+            .execute(&mut *conn)
+            .await
+            .map_err(sql_error(t.name(), "selecting the tenant's rows of"))?;
+        let columns = t
+            .entry
+            .columns
+            .iter()
+            .map(|c| format!("t.{}", quote_ident(&c.name)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let select = format!("SELECT {columns} FROM {} t", t.stage());
+        expected.push(digest(conn, t.name(), &select).await?);
+    }
+    Ok(expected)
+}
+
+/// The ownership predicate of `table` over `t`, for the statements that search the live table.
+/// A table owned through foreign keys (a join table) has a predicate of `EXISTS … OR EXISTS …`
+/// that PostgreSQL can only evaluate row by row: a scan of every tenant's rows of a shared join
+/// table. When every parent of those keys carries the tenant column, the rows are first found
+/// from the tenant's parent rows through the referencing columns (by index where one exists,
+/// see [`missing_indexes`]) and the full predicate is applied to those candidates only: the
+/// same rows, at a cost that follows the tenant. Other shapes keep the plain predicate.
+fn indexed_predicate(plan: &TenantPlan, table: &TableRef, predicate: &str) -> String {
+    let ownership = plan.ownership();
+    let Some(links) = ownership.links_of(table) else {
+        return predicate.to_owned();
+    };
+    let links: Vec<_> = links.iter().filter(|l| l.parent() != *table).collect();
+    if links.is_empty()
+        || links
+            .iter()
+            .any(|l| ownership.links_of(&l.parent()).is_some() || plan.table(&l.parent()).is_none())
+    {
+        return predicate.to_owned();
+    }
+    let candidates: Vec<String> = links
+        .iter()
+        .map(|l| {
+            let join = l
+                .columns
+                .iter()
+                .zip(&l.parent_columns)
+                .map(|(c, p)| format!("rbk_c.{} = rbk_p.{}", quote_ident(c), quote_ident(p)))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            format!(
+                "SELECT rbk_c.ctid FROM {} rbk_p JOIN {} rbk_c ON {join} WHERE rbk_p.{} = {}",
+                l.parent().quoted(),
+                table.quoted(),
+                quote_ident(&ownership.tenant_column),
+                plan.tenant_id
+            )
+        })
+        .collect();
+    format!(
+        "t.ctid = ANY (ARRAY({})) AND ({predicate})",
+        candidates.join(" UNION ")
+    )
 }

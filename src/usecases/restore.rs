@@ -49,6 +49,12 @@ pub struct RestoreRequest {
     pub target_database: Option<String>,
     /// Required to replace the live database's tables with a whole-database backup.
     pub replace: bool,
+    /// Preview only (tenant restores): the restore runs and is rolled back; its counts are
+    /// recorded in the row's `preview` (docs/tenant-restore.md).
+    pub dry_run: bool,
+    /// Restore only this tenant's rows from a whole-database backup (platform operators),
+    /// selected with the same ownership plan a tenant backup uses.
+    pub only_tenant: Option<i32>,
 }
 
 /// Where the rows go.
@@ -76,6 +82,9 @@ pub struct RestorePlan {
     /// Replace a non-empty target (the live database's tables, or another whole database).
     #[serde(default)]
     pub replace: bool,
+    /// Preview only: no safety backup, nothing changed, the preview recorded.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 impl RestorePlan {
@@ -209,7 +218,30 @@ pub async fn prepare(
         Some(name) => Target::Database(name.clone()),
         None => Target::Live,
     };
-    check_target(state, &target, &row.backup_scope, req.replace).await?;
+    let tenant = match (row.tenant_id, req.only_tenant) {
+        (Some(t), None) => Some(t),
+        (None, Some(t)) if row.backup_scope == "all" && req.tenant_id.is_none() => Some(t),
+        (None, None) => None,
+        _ => {
+            return Err(refused(format!(
+                "one tenant is restored only from a whole-database backup, by a platform operator; backup {} is a {} backup",
+                row.uuid, row.backup_scope
+            )))
+        }
+    };
+    if req.dry_run && tenant.is_none() {
+        return Err(refused(format!(
+            "a dry run previews tenant restores; backup {} is not a tenant's backup",
+            row.uuid
+        )));
+    }
+    // One tenant out of a whole-database backup replaces that tenant's rows only.
+    let scope = if tenant.is_some() {
+        "tenant"
+    } else {
+        row.backup_scope.as_str()
+    };
+    check_target(state, &target, scope, req.replace).await?;
     let tables = match &req.tables {
         None => None,
         Some(names) => Some(resolve_in_manifest(row.manifest.as_ref(), names)?),
@@ -218,7 +250,7 @@ pub async fn prepare(
         &state.pool,
         &NewRestore {
             uuid: req.restore_uuid,
-            tenant_id: row.tenant_id,
+            tenant_id: tenant,
             backup_uuid: Uuid::parse_str(&row.uuid)
                 .map_err(|_| refused(format!("backup uuid {:?} is invalid", row.uuid)))?,
             scope: row.backup_scope.clone(),
@@ -229,6 +261,8 @@ pub async fn prepare(
             tables: tables
                 .as_ref()
                 .map(|t| t.iter().map(ToString::to_string).collect()),
+            dry_run: req.dry_run,
+            target_tenant_id: None,
         },
     )
     .await
@@ -238,10 +272,11 @@ pub async fn prepare(
         backup_uuid: row.uuid,
         backup_checksum: checksum,
         scope: row.backup_scope,
-        tenant_id: row.tenant_id,
+        tenant_id: tenant,
         target,
         tables,
         replace: req.replace,
+        dry_run: req.dry_run,
     }))
 }
 
@@ -411,12 +446,15 @@ pub async fn safety_backup(
     plan: &RestorePlan,
     run_id: &str,
 ) -> Result<Option<String>, RestoreRequestError> {
-    if plan.target != Target::Live {
+    if plan.target != Target::Live || plan.dry_run {
         return Ok(None);
     }
     let uuid = Uuid::new_v5(&SAFETY_NAMESPACE, plan.restore_uuid.as_bytes());
     let (scope, tables) = match plan.scope.as_str() {
         "tenant" if plan.tables.is_none() => (BackupScope::Tenant, Vec::new()),
+        "all" if plan.tables.is_none() && plan.tenant_id.is_some() => {
+            (BackupScope::Tenant, Vec::new())
+        }
         "all" if plan.tables.is_none() => (BackupScope::All, Vec::new()),
         _ => {
             let manifest = manifest(state, plan).await?;
@@ -466,7 +504,7 @@ pub async fn apply(
         // The record is marked in the applying transaction only where it lives: the live
         // database. Elsewhere `finish` marks it after the commit.
         let record = (plan.target == Target::Live).then_some(uuid);
-        let result = if manifest.tenant_id.is_some() {
+        let result = if manifest.tenant_id.or(plan.tenant_id).is_some() {
             apply_tenant(state, plan, &manifest, &target, record).await
         } else if plan.target == Target::Live {
             engine::restore_into_database(
@@ -679,6 +717,7 @@ async fn apply_tenant(
 ) -> Result<Value, RestoreRequestError> {
     let tenant_id = manifest
         .tenant_id
+        .or(plan.tenant_id)
         .ok_or_else(|| refused("not a tenant backup"))?;
     if manifest.is_incremental() {
         return Err(refused(
@@ -700,6 +739,8 @@ async fn apply_tenant(
             )));
         }
     }
+    // Queued behind another restore of this tenant, the restore waits on the tenant's
+    // advisory lock (crate::tenant::restore), not here.
     let _slot = tokio::time::timeout(backup::SLOT_WAIT, state.limiter.clone().acquire_owned())
         .await
         .map_err(|_| engine::RestoreError::Busy(state.settings.backup.max_concurrent))?
@@ -721,7 +762,9 @@ async fn apply_tenant(
         .map(|t| TableRef::new("public", t))
         .collect();
     opts.statement_timeout = state.settings.backup.step_timeout;
+    opts.queue_timeout = state.settings.backup.step_timeout;
     opts.record = record;
+    opts.dry_run = plan.dry_run;
     let work = crate::tenant::restore::restore(
         &mut conn,
         &catalog,
@@ -733,6 +776,18 @@ async fn apply_tenant(
         r = work => r?,
         () = state.shutdown.cancelled() => return Err(engine::RestoreError::Cancelled.into()),
     };
+    if report.dry_run {
+        // Nothing was changed, so nothing recorded it in the (rolled back) transaction.
+        let preview = serde_json::to_value(&report.preview).unwrap_or_default();
+        restore_rows::set_preview(
+            &state.pool,
+            Uuid::parse_str(&plan.restore_uuid).map_err(|_| refused("invalid restore uuid"))?,
+            &preview,
+        )
+        .await
+        .map_err(db("recording the preview"))?;
+        return Ok(json!({}));
+    }
     Ok(Value::Object(
         report
             .tables

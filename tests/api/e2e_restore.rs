@@ -375,3 +375,133 @@ async fn a_table_backup_restores_only_its_tables() {
         "other tables untouched"
     );
 }
+
+#[tokio::test]
+async fn a_tenant_dry_run_runs_through_the_function_changes_nothing_and_previews_what_the_restore_does(
+) {
+    let db = TestDb::with_fixture().await;
+    let app = spawn_app(&db).await;
+    let uuid = backup_of(&app, &db, Some(2), "tenant").await;
+    let backed_up = tenant_checksums(&db.pool, 2, false).await;
+    db.execute_script(MUTATE_TENANT_2).await;
+    let mutated = tenant_checksums(&db.pool, 2, false).await;
+    let others = tenant_checksums(&db.pool, 2, true).await;
+
+    let dry = app
+        .run(
+            "backup-restore",
+            "backup/restore",
+            json!({"backup_uuid": uuid, "tenant_id": 2, "dry_run": true}),
+        )
+        .await;
+    assert_completed(&dry);
+    assert_eq!(
+        tenant_checksums(&db.pool, 2, false).await,
+        mutated,
+        "nothing changed"
+    );
+    assert_eq!(tenant_checksums(&db.pool, 2, true).await, others);
+    let rows = |dry_run: bool| {
+        let pool = db.pool.clone();
+        let uuid = uuid.clone();
+        async move {
+            sqlx::query_as::<_, (String, Option<serde_json::Value>, Option<String>, bool)>(
+                "SELECT status, preview, safety_backup_uuid, applied_at IS NOT NULL
+                 FROM root_data_restores WHERE backup_uuid = $1 AND dry_run = $2",
+            )
+            .bind(&uuid)
+            .bind(dry_run)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let (status, planned, safety, applied) = rows(true).await;
+    assert_eq!(
+        (status.as_str(), safety, applied),
+        ("success", None, false),
+        "a dry run succeeds, takes no safety backup and is never applied"
+    );
+    let planned = planned.expect("the preview is recorded");
+    let changed: i64 = planned["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            t["insert"].as_i64().unwrap()
+                + t["update"].as_i64().unwrap()
+                + t["delete"].as_i64().unwrap()
+        })
+        .sum();
+    assert!(
+        changed > 0,
+        "the preview shows the tenant's changes: {planned}"
+    );
+
+    let real = app
+        .run(
+            "backup-restore",
+            "backup/restore",
+            json!({"backup_uuid": uuid, "tenant_id": 2}),
+        )
+        .await;
+    assert_completed(&real);
+    assert_eq!(tenant_checksums(&db.pool, 2, false).await, backed_up);
+    let (status, done, _, applied) = rows(false).await;
+    assert_eq!((status.as_str(), applied), ("success", true));
+    assert_eq!(
+        done,
+        Some(planned),
+        "the restore did what the dry run previewed"
+    );
+}
+
+#[tokio::test]
+async fn one_tenant_is_restored_from_a_whole_database_backup_and_nothing_else_changes() {
+    let db = TestDb::with_fixture().await;
+    let app = spawn_app(&db).await;
+    let uuid = backup_of(&app, &db, None, "all").await;
+    let backed_up = tenant_checksums(&db.pool, 2, false).await;
+    db.execute_script(MUTATE_TENANT_2).await;
+    db.execute_script(MUTATE_OTHERS).await;
+    let others_before = tenant_checksums(&db.pool, 2, true).await;
+
+    let run = app
+        .run(
+            "backup-restore",
+            "backup/restore",
+            json!({"backup_uuid": uuid, "restore_tenant_id": 2}),
+        )
+        .await;
+    assert_completed(&run);
+    assert_eq!(
+        tenant_checksums(&db.pool, 2, false).await,
+        backed_up,
+        "tenant 2 is back to the whole-database backup's rows of it"
+    );
+    assert_eq!(
+        tenant_checksums(&db.pool, 2, true).await,
+        others_before,
+        "every other tenant's and platform row stays as it is now"
+    );
+    let (tenant, safety): (Option<i32>, Option<String>) = sqlx::query_as(
+        "SELECT tenant_id, safety_backup_uuid FROM root_data_restores WHERE backup_uuid = $1",
+    )
+    .bind(&uuid)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(tenant, Some(2));
+    let scope: (String, Option<i32>, String) = sqlx::query_as(
+        "SELECT backup_scope, tenant_id, status FROM root_data_backups WHERE uuid = $1",
+    )
+    .bind(safety.expect("a safety backup was taken"))
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        scope,
+        ("tenant".to_owned(), Some(2), "success".to_owned()),
+        "the safety backup holds only what was replaced: the tenant"
+    );
+}

@@ -21,3 +21,4 @@ mod restart;
 mod restore;
 mod schedule;
 mod tenant;
+mod tenant_live;

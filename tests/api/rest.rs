@@ -749,11 +749,13 @@ async fn restore_needs_confirm_and_a_successful_backup_and_queues_one_restore() 
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{dry}");
-    assert_eq!(
-        (dry["success"].as_bool(), dry["restore"].is_null()),
-        (Some(true), true)
-    );
-    assert!(api.events().is_empty(), "a dry run queues nothing");
+    assert_eq!(dry["success"].as_bool(), Some(true));
+    assert_eq!(dry["restore"]["dry_run"], true, "{dry}");
+    assert_eq!(dry["restore"]["status"], "pending");
+    let events = api.events();
+    assert_eq!(events.len(), 1, "a dry run is queued like a restore");
+    assert_eq!(events[0]["data"]["dry_run"], true);
+    assert_eq!(events[0]["data"]["restore_uuid"], dry["restore"]["uuid"]);
 
     let (status, started) = api
         .call(Method::POST, &path, &tenant, Some(json!({"confirm": true})))
@@ -764,17 +766,19 @@ async fn restore_needs_confirm_and_a_successful_backup_and_queues_one_restore() 
     let restore = started["restore"]["uuid"].as_str().unwrap();
     assert_eq!(started["restore"]["status"], "pending");
     let events = api.events();
-    assert_eq!(events.len(), 1);
-    assert_eq!(events[0]["name"], "backup/restore");
-    assert_eq!(events[0]["id"], format!("backup-restore-{restore}"));
-    assert_eq!(events[0]["data"]["restore_uuid"], restore);
-    assert_eq!(events[0]["data"]["backup_uuid"], ok.as_str());
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1]["name"], "backup/restore");
+    assert_eq!(events[1]["id"], format!("backup-restore-{restore}"));
+    assert_eq!(events[1]["data"]["restore_uuid"], restore);
+    assert_eq!(events[1]["data"]["backup_uuid"], ok.as_str());
+    assert_eq!(events[1]["data"]["dry_run"], false);
 
     let (_, list) = api
         .call(Method::GET, &format!("{BASE}/restores"), &tenant, None)
         .await;
-    assert_eq!(list["total"], 1);
+    assert_eq!(list["total"], 2, "the dry run and the restore");
     assert_eq!(list["items"][0]["uuid"], restore);
+    assert_eq!(list["items"][1]["uuid"], dry["restore"]["uuid"]);
     let (status, one) = api
         .call(
             Method::GET,
