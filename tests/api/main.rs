@@ -16,4 +16,7 @@ mod kill;
 mod rest;
 mod rest_download;
 mod restore;
+mod s3_backups;
+mod s3_server;
+mod storage_suite;
 mod tenant;
