@@ -32,6 +32,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ("AWS_ACCESS_KEY_ID", "s3 storage: access key id (when no credentials file is given)"),
     ("AWS_SECRET_ACCESS_KEY", "s3 storage: secret access key (never printed)"),
     ("AWS_SESSION_TOKEN", "s3 storage: session token for temporary credentials (never printed)"),
+    ("BACKUP_ENCRYPTION_RECIPIENTS", "encryption at rest: comma-separated age X25519 public keys (age1…) new backups are encrypted to; the worker needs no secret to write"),
+    ("BACKUP_ENCRYPTION_IDENTITY_FILE", "encryption at rest: age identity file (AGE-SECRET-KEY-1… lines, old keys too after a rotation) needed to read encrypted backups; alone, new backups go to its first key"),
+    ("BACKUP_ENCRYPTION_PASSPHRASE_FILE", "encryption at rest: file whose first line is a passphrase (age scrypt); instead of X25519 keys"),
     ("BIND_ADDRESS", "address the HTTP server listens on (default 127.0.0.1:3000)"),
     ("SHUTDOWN_TIMEOUT_SECS", "how long in-flight requests may run after SIGTERM (default 30)"),
     ("PG_BIN_DIR", "directory with pg_dump/pg_restore/psql; default: the server's major version under /usr/lib/postgresql, then PATH"),
@@ -67,6 +70,8 @@ pub struct Settings {
     pub storage_dir: PathBuf,
     /// `Some` when `BACKUP_STORAGE=s3`: artifacts go to the bucket, `storage_dir` is unused.
     pub s3: Option<S3Settings>,
+    /// `Some` when any `BACKUP_ENCRYPTION_*` is set: every stored object is an age file.
+    pub encryption: Option<EncryptionSettings>,
     pub backup: BackupSettings,
     pub inngest: InngestSettings,
     /// RiverEdge's `JWT_SECRET_KEY`; the REST API refuses every request while it is unset.
@@ -91,6 +96,24 @@ impl fmt::Debug for DatabaseSettings {
                 &self.url.as_ref().map(|u| redact_url(u.expose_secret())),
             )
             .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+/// Encryption at rest (age): X25519 recipients and identities, or one passphrase.
+#[derive(Clone)]
+pub struct EncryptionSettings {
+    pub recipients: Vec<String>,
+    pub identity_file: Option<PathBuf>,
+    pub passphrase_file: Option<PathBuf>,
+}
+
+impl fmt::Debug for EncryptionSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EncryptionSettings")
+            .field("recipients", &self.recipients)
+            .field("identity_file", &self.identity_file)
+            .field("passphrase_file", &self.passphrase_file)
             .finish()
     }
 }
@@ -337,6 +360,20 @@ impl Settings {
                         }
                         .to_owned()
                     }
+                    "BACKUP_ENCRYPTION_RECIPIENTS" => self
+                        .encryption
+                        .as_ref()
+                        .map_or_else(|| "[unset]".to_owned(), |e| e.recipients.join(",")),
+                    "BACKUP_ENCRYPTION_IDENTITY_FILE" => opt(&self
+                        .encryption
+                        .as_ref()
+                        .and_then(|e| e.identity_file.as_ref())
+                        .map(|p| p.display().to_string())),
+                    "BACKUP_ENCRYPTION_PASSPHRASE_FILE" => opt(&self
+                        .encryption
+                        .as_ref()
+                        .and_then(|e| e.passphrase_file.as_ref())
+                        .map(|p| p.display().to_string())),
                     "BIND_ADDRESS" => self.http.bind.to_string(),
                     "SHUTDOWN_TIMEOUT_SECS" => self.http.shutdown_timeout.as_secs().to_string(),
                     "PG_BIN_DIR" => opt(&b.pg_bin_dir.as_ref().map(|p| p.display().to_string())),
@@ -543,6 +580,7 @@ impl Parser {
                 .unwrap_or_else(|| "./backups".to_owned()),
         );
         let s3 = self.s3();
+        let encryption = self.encryption();
         let backup = self.backup();
         // HTTP and Inngest settings report into `problems` too; kept apart below.
         let general = std::mem::take(&mut self.problems);
@@ -582,6 +620,7 @@ impl Parser {
                 http,
                 storage_dir,
                 s3,
+                encryption,
                 backup,
                 inngest,
                 jwt_secret,
@@ -593,6 +632,40 @@ impl Parser {
                 problems: self.problems,
             })
         }
+    }
+
+    /// The `BACKUP_ENCRYPTION_*` settings; the keys themselves are loaded (and checked) when
+    /// storage is opened.
+    fn encryption(&mut self) -> Option<EncryptionSettings> {
+        let recipients: Vec<String> = self
+            .get("BACKUP_ENCRYPTION_RECIPIENTS")
+            .map(|r| {
+                r.split([',', ' ', '\n'])
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let identity_file = self
+            .get("BACKUP_ENCRYPTION_IDENTITY_FILE")
+            .map(PathBuf::from);
+        let passphrase_file = self
+            .get("BACKUP_ENCRYPTION_PASSPHRASE_FILE")
+            .map(PathBuf::from);
+        if recipients.is_empty() && identity_file.is_none() && passphrase_file.is_none() {
+            return None;
+        }
+        if passphrase_file.is_some() && (!recipients.is_empty() || identity_file.is_some()) {
+            self.problems.push(
+                "BACKUP_ENCRYPTION_PASSPHRASE_FILE cannot be combined with X25519 keys (age encrypts a passphrase file to nothing else)".to_owned(),
+            );
+        }
+        Some(EncryptionSettings {
+            recipients,
+            identity_file,
+            passphrase_file,
+        })
     }
 
     /// `BACKUP_STORAGE=s3` and its bucket settings; `None` for local storage.

@@ -22,8 +22,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::settings::Settings;
 
+pub mod encrypted;
 pub mod s3;
 
+pub use encrypted::{EncryptedStorage, Keys};
 pub use s3::S3Storage;
 
 /// The name of the object that marks a backup complete (the artifact layer's manifest): it is
@@ -35,10 +37,46 @@ pub const COMPLETION_MARKER: &str = "manifest.json";
 /// # Errors
 /// The directory cannot be created, or the S3 settings cannot make a client.
 pub fn open(settings: &Settings) -> io::Result<std::sync::Arc<dyn Storage>> {
-    Ok(match &settings.s3 {
+    let plain: std::sync::Arc<dyn Storage> = match &settings.s3 {
         Some(s3) => std::sync::Arc::new(S3Storage::open(s3)?),
         None => std::sync::Arc::new(LocalStorage::open(&settings.storage_dir)?),
+    };
+    Ok(match keys(settings)? {
+        Some(keys) => std::sync::Arc::new(EncryptedStorage::new(plain, keys)),
+        None => plain,
     })
+}
+
+/// The encryption keys the settings name, read from their files; `None` when encryption is off.
+///
+/// # Errors
+/// A key file cannot be read, or holds no valid key.
+pub fn keys(settings: &Settings) -> io::Result<Option<Keys>> {
+    let Some(e) = &settings.encryption else {
+        return Ok(None);
+    };
+    let read = |path: &Path, what: &str| {
+        std::fs::read_to_string(path)
+            .map_err(|err| io::Error::new(err.kind(), format!("{what} {}: {err}", path.display())))
+    };
+    if let Some(path) = &e.passphrase_file {
+        let text = read(path, "BACKUP_ENCRYPTION_PASSPHRASE_FILE")?;
+        let passphrase = text.lines().next().unwrap_or("").to_owned();
+        if passphrase.is_empty() {
+            return Err(io::Error::other(format!(
+                "BACKUP_ENCRYPTION_PASSPHRASE_FILE {} is empty",
+                path.display()
+            )));
+        }
+        return Ok(Some(Keys::passphrase(passphrase.into())));
+    }
+    let identities = match &e.identity_file {
+        Some(path) => Some(read(path, "BACKUP_ENCRYPTION_IDENTITY_FILE")?),
+        None => None,
+    };
+    Keys::x25519(&e.recipients, identities.as_deref())
+        .map(Some)
+        .map_err(io::Error::other)
 }
 
 /// Where the configured storage is, for messages (never a credential).

@@ -122,6 +122,10 @@ fn pg_dump(settings: &Settings, server: Option<u32>) -> Item {
 async fn storage(settings: &Settings) -> Item {
     let place = crate::storage::describe(settings);
     let probe: &[u8] = b"riveredge-backup check\n";
+    let keys = crate::storage::keys(settings);
+    let readable = keys
+        .as_ref()
+        .map_or(true, |k| k.as_ref().is_none_or(|k| k.can_read()));
     let result = async {
         let storage = crate::storage::open(settings)?;
         let prefix = ObjectKey::parse(&format!("check-{}", uuid::Uuid::new_v4()))
@@ -131,9 +135,14 @@ async fn storage(settings: &Settings) -> Item {
         tokio::io::AsyncWriteExt::write_all(&mut object, probe).await?;
         tokio::io::AsyncWriteExt::shutdown(&mut object).await?;
         object.commit().await?;
-        let mut back = Vec::new();
+        let mut back = probe.to_vec();
         let read = async {
-            tokio::io::AsyncReadExt::read_to_end(&mut storage.open(&key).await?, &mut back).await
+            if readable {
+                back.clear();
+                tokio::io::AsyncReadExt::read_to_end(&mut storage.open(&key).await?, &mut back)
+                    .await?;
+            }
+            Ok::<(), std::io::Error>(())
         }
         .await;
         storage.delete_prefix(&prefix).await?;
@@ -146,10 +155,24 @@ async fn storage(settings: &Settings) -> Item {
         Ok(())
     }
     .await;
+    let encryption = match keys {
+        Ok(None) => String::new(),
+        Ok(Some(k)) if k.can_read() => format!(
+            "; encryption: probe encrypted to {} and decrypted with the identities",
+            k.key_id
+        ),
+        Ok(Some(k)) => format!(
+            "; encryption: write-only, new backups go to {}; without an identity this worker cannot read them (verify, restore, drill need BACKUP_ENCRYPTION_IDENTITY_FILE)",
+            k.key_id
+        ),
+        Err(_) => String::new(),
+    };
     match result {
         Ok(()) => ok(
             "storage",
-            format!("{place} reachable and writable (probe written, read back and deleted)"),
+            format!(
+                "{place} reachable and writable (probe written, read back and deleted){encryption}"
+            ),
         ),
         Err(e) => fail(
             "storage",

@@ -10,6 +10,7 @@ mod completeness;
 mod consistency;
 mod e2e_backup;
 mod e2e_restore;
+mod encryption;
 mod exactly_once;
 mod foundation;
 mod kill;
