@@ -20,7 +20,8 @@
 //! - [`catalog`]: tables, columns, keys and sequences from the system catalogs; name validation.
 //! - [`db`]: our tables (`root_data_backups`, `root_data_restores`), migrations, queries.
 //! - [`pg`]: connection info and password files, locating and running `pg_dump`/`pg_restore`.
-//! - [`storage`]: artifact storage (atomic objects under validated keys; local directory).
+//! - [`storage`]: artifact storage (atomic objects under validated keys): local directory, S3-compatible
+//!   bucket (`storage::s3`), and encryption at rest wrapping either (`storage::encrypted`, age).
 //! - [`tenant`]: which rows belong to a tenant (through foreign keys too) and live tenant restore.
 //!
 //! The protocol itself lives in the separate `inngest` crate, which knows nothing of backups.
