@@ -38,7 +38,9 @@
 //! Storage and PostgreSQL:
 //! - [`artifact`]: the backup format: manifest, streaming writer (and the one-scan writer of an
 //!   incremental's changes, key list and state hash), verifying reader, verify.
-//! - [`storage`]: artifact storage (atomic objects under validated keys; local directory).
+//! - [`storage`]: artifact storage (atomic objects under validated keys): local directory,
+//!   S3-compatible bucket (`storage::s3`), encryption at rest wrapping either
+//!   (`storage::encrypted`, age).
 //! - [`db`]: our tables (`root_data_backups`, `root_data_restores`), migrations, queries.
 //! - [`pg`]: connection info and password files, locating and running `pg_dump`/`pg_restore`.
 //! - [`local_cluster`]: a throwaway PostgreSQL from the installed binaries (tests, benchmarks).

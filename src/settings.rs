@@ -22,6 +22,19 @@ pub const KEYS: &[(&str, &str)] = &[
     ("DATABASE_URL", "RiverEdge database (backed up, and home of root_data_backups). Unset: `serve` starts a throwaway local PostgreSQL from the installed binaries; the data commands stop with exit code 2"),
     ("DATABASE_MAX_CONNECTIONS", "pool size for bookkeeping queries (default 10)"),
     ("BACKUP_STORAGE_DIR", "directory that holds backup artifacts (default ./backups); created 0700"),
+    ("BACKUP_STORAGE", "where artifacts live: local (BACKUP_STORAGE_DIR, default) or s3 (the BACKUP_S3_* settings)"),
+    ("BACKUP_S3_BUCKET", "s3 storage: the bucket (required with BACKUP_STORAGE=s3)"),
+    ("BACKUP_S3_ENDPOINT", "s3 storage: endpoint URL of an S3-compatible server, e.g. http://minio:9000 (default: AWS for the region)"),
+    ("BACKUP_S3_REGION", "s3 storage: region (default us-east-1)"),
+    ("BACKUP_S3_PREFIX", "s3 storage: key prefix inside the bucket, e.g. riveredge/prod (default: none)"),
+    ("BACKUP_S3_PATH_STYLE", "s3 storage: true for path-style URLs (MinIO, SeaweedFS, Ceph); false for virtual-hosted style (default: true when BACKUP_S3_ENDPOINT is set)"),
+    ("BACKUP_S3_CREDENTIALS_FILE", "s3 storage: file with aws_access_key_id / aws_secret_access_key [/ aws_session_token] lines (the AWS credentials file format, [default] profile); default: AWS_* variables, then the instance's role"),
+    ("AWS_ACCESS_KEY_ID", "s3 storage: access key id (when no credentials file is given)"),
+    ("AWS_SECRET_ACCESS_KEY", "s3 storage: secret access key (never printed)"),
+    ("AWS_SESSION_TOKEN", "s3 storage: session token for temporary credentials (never printed)"),
+    ("BACKUP_ENCRYPTION_RECIPIENTS", "encryption at rest: comma-separated age X25519 public keys (age1…) new backups are encrypted to; the worker needs no secret to write"),
+    ("BACKUP_ENCRYPTION_IDENTITY_FILE", "encryption at rest: age identity file (AGE-SECRET-KEY-1… lines, old keys too after a rotation) needed to read encrypted backups; alone, new backups go to its first key"),
+    ("BACKUP_ENCRYPTION_PASSPHRASE_FILE", "encryption at rest: file whose first line is a passphrase (age scrypt); instead of X25519 keys"),
     ("BIND_ADDRESS", "address the HTTP server listens on (default 127.0.0.1:3000)"),
     ("SHUTDOWN_TIMEOUT_SECS", "how long in-flight requests may run after SIGTERM (default 30)"),
     ("PG_BIN_DIR", "directory with pg_dump/pg_restore/psql; default: the server's major version under /usr/lib/postgresql, then PATH"),
@@ -55,6 +68,10 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub http: HttpSettings,
     pub storage_dir: PathBuf,
+    /// `Some` when `BACKUP_STORAGE=s3`: artifacts go to the bucket, `storage_dir` is unused.
+    pub s3: Option<S3Settings>,
+    /// `Some` when any `BACKUP_ENCRYPTION_*` is set: every stored object is an age file.
+    pub encryption: Option<EncryptionSettings>,
     pub backup: BackupSettings,
     pub inngest: InngestSettings,
     /// RiverEdge's `JWT_SECRET_KEY`; the REST API refuses every request while it is unset.
@@ -80,6 +97,70 @@ impl fmt::Debug for DatabaseSettings {
             )
             .field("max_connections", &self.max_connections)
             .finish()
+    }
+}
+
+/// Encryption at rest (age): X25519 recipients and identities, or one passphrase.
+#[derive(Clone)]
+pub struct EncryptionSettings {
+    pub recipients: Vec<String>,
+    pub identity_file: Option<PathBuf>,
+    pub passphrase_file: Option<PathBuf>,
+}
+
+impl fmt::Debug for EncryptionSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EncryptionSettings")
+            .field("recipients", &self.recipients)
+            .field("identity_file", &self.identity_file)
+            .field("passphrase_file", &self.passphrase_file)
+            .finish()
+    }
+}
+
+/// An S3-compatible bucket (AWS S3, MinIO, SeaweedFS, Ceph RGW, …).
+#[derive(Clone)]
+pub struct S3Settings {
+    pub bucket: String,
+    /// `None`: AWS's endpoint for the region.
+    pub endpoint: Option<String>,
+    pub region: String,
+    /// Validated like an object key (no `..`, no hidden segments); `None`: the bucket's root.
+    pub prefix: Option<String>,
+    pub path_style: bool,
+    /// Static credentials (file or `AWS_*`); `None`: the instance's role.
+    pub credentials: Option<S3Credentials>,
+}
+
+#[derive(Clone)]
+pub struct S3Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: SecretString,
+    pub session_token: Option<SecretString>,
+}
+
+impl fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Settings")
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("prefix", &self.prefix)
+            .field("path_style", &self.path_style)
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|c| &c.access_key_id),
+            )
+            .finish()
+    }
+}
+
+impl fmt::Debug for S3Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"[redacted]")
+            .finish_non_exhaustive()
     }
 }
 
@@ -256,6 +337,43 @@ impl Settings {
                         .map_or_else(|| "[unset]".to_owned(), |u| redact_url(u.expose_secret())),
                     "DATABASE_MAX_CONNECTIONS" => self.database.max_connections.to_string(),
                     "BACKUP_STORAGE_DIR" => self.storage_dir.display().to_string(),
+                    "BACKUP_STORAGE" => if self.s3.is_some() { "s3" } else { "local" }.to_owned(),
+                    "BACKUP_S3_BUCKET" => opt(&self.s3.as_ref().map(|s| s.bucket.clone())),
+                    "BACKUP_S3_ENDPOINT" => opt(&self.s3.as_ref().and_then(|s| s.endpoint.clone())),
+                    "BACKUP_S3_REGION" => opt(&self.s3.as_ref().map(|s| s.region.clone())),
+                    "BACKUP_S3_PREFIX" => opt(&self.s3.as_ref().and_then(|s| s.prefix.clone())),
+                    "BACKUP_S3_PATH_STYLE" => {
+                        opt(&self.s3.as_ref().map(|s| s.path_style.to_string()))
+                    }
+                    "AWS_ACCESS_KEY_ID" => opt(&self
+                        .s3
+                        .as_ref()
+                        .and_then(|s| s.credentials.as_ref())
+                        .map(|c| c.access_key_id.clone())),
+                    "AWS_SECRET_ACCESS_KEY"
+                    | "AWS_SESSION_TOKEN"
+                    | "BACKUP_S3_CREDENTIALS_FILE" => {
+                        if self.s3.as_ref().is_some_and(|s| s.credentials.is_some()) {
+                            "[set]"
+                        } else {
+                            "[unset]"
+                        }
+                        .to_owned()
+                    }
+                    "BACKUP_ENCRYPTION_RECIPIENTS" => self
+                        .encryption
+                        .as_ref()
+                        .map_or_else(|| "[unset]".to_owned(), |e| e.recipients.join(",")),
+                    "BACKUP_ENCRYPTION_IDENTITY_FILE" => opt(&self
+                        .encryption
+                        .as_ref()
+                        .and_then(|e| e.identity_file.as_ref())
+                        .map(|p| p.display().to_string())),
+                    "BACKUP_ENCRYPTION_PASSPHRASE_FILE" => opt(&self
+                        .encryption
+                        .as_ref()
+                        .and_then(|e| e.passphrase_file.as_ref())
+                        .map(|p| p.display().to_string())),
                     "BIND_ADDRESS" => self.http.bind.to_string(),
                     "SHUTDOWN_TIMEOUT_SECS" => self.http.shutdown_timeout.as_secs().to_string(),
                     "PG_BIN_DIR" => opt(&b.pg_bin_dir.as_ref().map(|p| p.display().to_string())),
@@ -291,6 +409,33 @@ impl Settings {
             })
             .collect()
     }
+}
+
+/// Reads static S3 credentials from an AWS-credentials-style file (`key = value` lines; a
+/// `[default]` section header and comments are skipped). Values never appear in the error.
+fn read_s3_credentials(path: &Path) -> Result<S3Credentials, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot be read: {e}"))?;
+    let mut values = BTreeMap::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with(['#', ';', '[']) {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            return Err("every line must be `key = value`".to_owned());
+        };
+        values.insert(key.trim().to_ascii_lowercase(), value.trim().to_owned());
+    }
+    let access_key_id = values
+        .remove("aws_access_key_id")
+        .ok_or("aws_access_key_id is missing")?;
+    let secret = values
+        .remove("aws_secret_access_key")
+        .ok_or("aws_secret_access_key is missing")?;
+    Ok(S3Credentials {
+        access_key_id,
+        secret_access_key: SecretString::from(secret),
+        session_token: values.remove("aws_session_token").map(SecretString::from),
+    })
 }
 
 fn read_file(path: &Path) -> Result<BTreeMap<String, String>, SettingsError> {
@@ -434,6 +579,8 @@ impl Parser {
             self.get("BACKUP_STORAGE_DIR")
                 .unwrap_or_else(|| "./backups".to_owned()),
         );
+        let s3 = self.s3();
+        let encryption = self.encryption();
         let backup = self.backup();
         // HTTP and Inngest settings report into `problems` too; kept apart below.
         let general = std::mem::take(&mut self.problems);
@@ -472,6 +619,8 @@ impl Parser {
                 database,
                 http,
                 storage_dir,
+                s3,
+                encryption,
                 backup,
                 inngest,
                 jwt_secret,
@@ -483,6 +632,113 @@ impl Parser {
                 problems: self.problems,
             })
         }
+    }
+
+    /// The `BACKUP_ENCRYPTION_*` settings; the keys themselves are loaded (and checked) when
+    /// storage is opened.
+    fn encryption(&mut self) -> Option<EncryptionSettings> {
+        let recipients: Vec<String> = self
+            .get("BACKUP_ENCRYPTION_RECIPIENTS")
+            .map(|r| {
+                r.split([',', ' ', '\n'])
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let identity_file = self
+            .get("BACKUP_ENCRYPTION_IDENTITY_FILE")
+            .map(PathBuf::from);
+        let passphrase_file = self
+            .get("BACKUP_ENCRYPTION_PASSPHRASE_FILE")
+            .map(PathBuf::from);
+        if recipients.is_empty() && identity_file.is_none() && passphrase_file.is_none() {
+            return None;
+        }
+        if passphrase_file.is_some() && (!recipients.is_empty() || identity_file.is_some()) {
+            self.problems.push(
+                "BACKUP_ENCRYPTION_PASSPHRASE_FILE cannot be combined with X25519 keys (age encrypts a passphrase file to nothing else)".to_owned(),
+            );
+        }
+        Some(EncryptionSettings {
+            recipients,
+            identity_file,
+            passphrase_file,
+        })
+    }
+
+    /// `BACKUP_STORAGE=s3` and its bucket settings; `None` for local storage.
+    fn s3(&mut self) -> Option<S3Settings> {
+        match self
+            .get("BACKUP_STORAGE")
+            .map(|s| s.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("local") => return None,
+            Some("s3") => {}
+            Some(other) => {
+                self.problems
+                    .push(format!("BACKUP_STORAGE={other:?} must be local or s3"));
+                return None;
+            }
+        }
+        let bucket = self.get("BACKUP_S3_BUCKET").unwrap_or_else(|| {
+            self.problems
+                .push("BACKUP_STORAGE=s3 needs BACKUP_S3_BUCKET (the bucket's name)".to_owned());
+            String::new()
+        });
+        let endpoint = self.url("BACKUP_S3_ENDPOINT");
+        let region = self
+            .get("BACKUP_S3_REGION")
+            .unwrap_or_else(|| "us-east-1".to_owned());
+        let prefix = self
+            .get("BACKUP_S3_PREFIX")
+            .map(|p| p.trim_matches('/').to_owned());
+        if let Some(p) = &prefix {
+            if crate::storage::ObjectKey::parse(p).is_err() {
+                self.problems.push(format!(
+                    "BACKUP_S3_PREFIX={p:?} must be /-separated names of letters, digits, . _ -"
+                ));
+            }
+        }
+        let path_style = self.boolean("BACKUP_S3_PATH_STYLE", endpoint.is_some());
+        let credentials = match self.get("BACKUP_S3_CREDENTIALS_FILE") {
+            Some(file) => match read_s3_credentials(Path::new(&file)) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    self.problems
+                        .push(format!("BACKUP_S3_CREDENTIALS_FILE={file:?}: {e}"));
+                    None
+                }
+            },
+            None => match (
+                self.get("AWS_ACCESS_KEY_ID"),
+                self.secret("AWS_SECRET_ACCESS_KEY"),
+            ) {
+                (Some(access_key_id), Some(secret_access_key)) => Some(S3Credentials {
+                    access_key_id,
+                    secret_access_key,
+                    session_token: self.secret("AWS_SESSION_TOKEN"),
+                }),
+                (None, None) => None,
+                _ => {
+                    self.problems.push(
+                        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together"
+                            .to_owned(),
+                    );
+                    None
+                }
+            },
+        };
+        Some(S3Settings {
+            bucket,
+            endpoint,
+            region,
+            prefix,
+            path_style,
+            credentials,
+        })
     }
 
     fn database(&mut self) -> DatabaseSettings {

@@ -19,7 +19,7 @@ use tower_http::trace::TraceLayer;
 use crate::local_cluster::{ClusterOptions, LocalCluster};
 use crate::pg::{ConnInfo, PgBinaries};
 use crate::settings::Settings;
-use crate::storage::{LocalStorage, Storage};
+use crate::storage::Storage;
 
 /// Everything a request handler or an Inngest step needs. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -110,17 +110,13 @@ impl AppState {
         db: &Database,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
-        let storage = LocalStorage::open(&settings.storage_dir).with_context(|| {
-            format!(
-                "opening BACKUP_STORAGE_DIR {}",
-                settings.storage_dir.display()
-            )
-        })?;
+        let storage = crate::storage::open(&settings)
+            .with_context(|| format!("opening storage {}", crate::storage::describe(&settings)))?;
         Ok(Self {
             pool: db.pool.clone(),
             conn: db.conn.clone(),
             bins: db.bins.clone(),
-            storage: Arc::new(storage),
+            storage,
             limiter: Arc::new(Semaphore::new(settings.backup.max_concurrent as usize)),
             settings,
             shutdown,

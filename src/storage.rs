@@ -1,8 +1,8 @@
-//! Where artifacts live: a small object-store-shaped interface and its local-directory form.
+//! Where artifacts live: a small object-store-shaped interface, its local-directory form and
+//! its S3-compatible form ([`s3`]); [`open`] picks one from the settings.
 //!
-//! The interface is what an S3/GCS implementation would offer (write-once objects under
-//! keys, whole-object reads, prefix listing and deletion), so one can be added without touching
-//! backup code. Writes are atomic: an object becomes visible under its key only on
+//! The interface is what an object store offers (write-once objects under keys, whole-object
+//! reads, prefix listing and deletion), so backup code never knows which one it writes to. Writes are atomic: an object becomes visible under its key only on
 //! [`ObjectWriter::commit`]; dropping a writer discards what it wrote. Keys are validated, so no
 //! key built from input can escape the storage root.
 //!
@@ -19,6 +19,78 @@ use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::settings::Settings;
+
+pub mod encrypted;
+pub mod s3;
+
+pub use encrypted::{EncryptedStorage, Keys};
+pub use s3::S3Storage;
+
+/// The name of the object that marks a backup complete (the artifact layer's manifest): it is
+/// written last with [`Storage::create_new`] and deleted first by [`Storage::delete_prefix`].
+pub const COMPLETION_MARKER: &str = "manifest.json";
+
+/// The configured storage: the bucket when `BACKUP_STORAGE=s3`, else the local directory.
+///
+/// # Errors
+/// The directory cannot be created, or the S3 settings cannot make a client.
+pub fn open(settings: &Settings) -> io::Result<std::sync::Arc<dyn Storage>> {
+    let plain: std::sync::Arc<dyn Storage> = match &settings.s3 {
+        Some(s3) => std::sync::Arc::new(S3Storage::open(s3)?),
+        None => std::sync::Arc::new(LocalStorage::open(&settings.storage_dir)?),
+    };
+    Ok(match keys(settings)? {
+        Some(keys) => std::sync::Arc::new(EncryptedStorage::new(plain, keys)),
+        None => plain,
+    })
+}
+
+/// The encryption keys the settings name, read from their files; `None` when encryption is off.
+///
+/// # Errors
+/// A key file cannot be read, or holds no valid key.
+pub fn keys(settings: &Settings) -> io::Result<Option<Keys>> {
+    let Some(e) = &settings.encryption else {
+        return Ok(None);
+    };
+    let read = |path: &Path, what: &str| {
+        std::fs::read_to_string(path)
+            .map_err(|err| io::Error::new(err.kind(), format!("{what} {}: {err}", path.display())))
+    };
+    if let Some(path) = &e.passphrase_file {
+        let text = read(path, "BACKUP_ENCRYPTION_PASSPHRASE_FILE")?;
+        let passphrase = text.lines().next().unwrap_or("").to_owned();
+        if passphrase.is_empty() {
+            return Err(io::Error::other(format!(
+                "BACKUP_ENCRYPTION_PASSPHRASE_FILE {} is empty",
+                path.display()
+            )));
+        }
+        return Ok(Some(Keys::passphrase(passphrase.into())));
+    }
+    let identities = match &e.identity_file {
+        Some(path) => Some(read(path, "BACKUP_ENCRYPTION_IDENTITY_FILE")?),
+        None => None,
+    };
+    Keys::x25519(&e.recipients, identities.as_deref())
+        .map(Some)
+        .map_err(io::Error::other)
+}
+
+/// Where the configured storage is, for messages (never a credential).
+pub fn describe(settings: &Settings) -> String {
+    match &settings.s3 {
+        Some(s3) => format!(
+            "s3://{}/{} at {}",
+            s3.bucket,
+            s3.prefix.as_deref().unwrap_or(""),
+            s3.endpoint.as_deref().unwrap_or("AWS")
+        ),
+        None => settings.storage_dir.display().to_string(),
+    }
+}
 
 /// A validated object key: `/`-separated segments of `[A-Za-z0-9._-]`, none of them `.`/`..`,
 /// none starting with a dot (so `.partial/` is never addressable).
@@ -81,12 +153,22 @@ pub type ObjectReader = Box<dyn AsyncRead + Send + Unpin>;
 pub trait Storage: Send + Sync + fmt::Debug {
     fn create<'a>(&'a self, key: &'a ObjectKey)
         -> BoxFuture<'a, io::Result<Box<dyn ObjectWriter>>>;
+    /// Like [`Storage::create`], but the commit fails with [`io::ErrorKind::AlreadyExists`]
+    /// instead of replacing an existing object: for the manifest, which is written once. The
+    /// default is [`Storage::create`], for stores that cannot refuse (wrappers forward it).
+    fn create_new<'a>(
+        &'a self,
+        key: &'a ObjectKey,
+    ) -> BoxFuture<'a, io::Result<Box<dyn ObjectWriter>>> {
+        self.create(key)
+    }
     fn open<'a>(&'a self, key: &'a ObjectKey) -> BoxFuture<'a, io::Result<ObjectReader>>;
     /// Size of a committed object, `None` if absent.
     fn size<'a>(&'a self, key: &'a ObjectKey) -> BoxFuture<'a, io::Result<Option<u64>>>;
     /// Committed objects under `prefix/`, sorted.
     fn list<'a>(&'a self, prefix: &'a ObjectKey) -> BoxFuture<'a, io::Result<Vec<ObjectKey>>>;
-    /// Removes every object under `prefix/` (and `prefix` itself). Absent is fine.
+    /// Removes every object under `prefix/` (and `prefix` itself), the [`COMPLETION_MARKER`]s
+    /// first. Absent is fine.
     fn delete_prefix<'a>(&'a self, prefix: &'a ObjectKey) -> BoxFuture<'a, io::Result<()>>;
     /// A local file path for the object, when the store is a local directory. Tools that need
     /// a seekable file (`pg_restore -j`) use it; other stores return `None` and callers copy.
@@ -172,10 +254,11 @@ fn newest_mtime(dir: &Path) -> io::Result<SystemTime> {
     Ok(newest)
 }
 
-impl Storage for LocalStorage {
-    fn create<'a>(
+impl LocalStorage {
+    fn writer<'a>(
         &'a self,
         key: &'a ObjectKey,
+        exclusive: bool,
     ) -> BoxFuture<'a, io::Result<Box<dyn ObjectWriter>>> {
         Box::pin(async move {
             let final_path = self.path(key);
@@ -196,8 +279,25 @@ impl Storage for LocalStorage {
                 final_path,
                 root: self.root.clone(),
                 written: 0,
+                exclusive,
             }) as Box<dyn ObjectWriter>)
         })
+    }
+}
+
+impl Storage for LocalStorage {
+    fn create<'a>(
+        &'a self,
+        key: &'a ObjectKey,
+    ) -> BoxFuture<'a, io::Result<Box<dyn ObjectWriter>>> {
+        self.writer(key, false)
+    }
+
+    fn create_new<'a>(
+        &'a self,
+        key: &'a ObjectKey,
+    ) -> BoxFuture<'a, io::Result<Box<dyn ObjectWriter>>> {
+        self.writer(key, true)
     }
 
     fn open<'a>(&'a self, key: &'a ObjectKey) -> BoxFuture<'a, io::Result<ObjectReader>> {
@@ -249,6 +349,17 @@ impl Storage for LocalStorage {
     fn delete_prefix<'a>(&'a self, prefix: &'a ObjectKey) -> BoxFuture<'a, io::Result<()>> {
         Box::pin(async move {
             let path = self.path(prefix);
+            match tokio::fs::remove_file(path.join(COMPLETION_MARKER)).await {
+                Err(e)
+                    if !matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                    ) =>
+                {
+                    return Err(e)
+                }
+                _ => {}
+            }
             let result = match tokio::fs::metadata(&path).await {
                 Ok(m) if m.is_dir() => tokio::fs::remove_dir_all(&path).await,
                 Ok(_) => tokio::fs::remove_file(&path).await,
@@ -325,6 +436,8 @@ struct LocalWriter {
     final_path: PathBuf,
     root: PathBuf,
     written: u64,
+    /// Publish with a hard link (fails if the name exists) instead of a replacing rename.
+    exclusive: bool,
 }
 
 impl AsyncWrite for LocalWriter {
@@ -377,7 +490,12 @@ impl ObjectWriter for LocalWriter {
                 .recursive(true)
                 .mode(0o700)
                 .create(&parent)?;
-            tokio::fs::rename(&partial, &self.final_path).await?;
+            if self.exclusive {
+                tokio::fs::hard_link(&partial, &self.final_path).await?;
+                let _ = tokio::fs::remove_file(&partial).await;
+            } else {
+                tokio::fs::rename(&partial, &self.final_path).await?;
+            }
             self.partial = None;
             // The rename is durable only once the directory entry is.
             tokio::fs::File::open(&parent).await?.sync_all().await?;

@@ -45,8 +45,9 @@ pub fn is_readable_format(format: &str) -> bool {
 }
 /// Key of the schema dump inside a backup's prefix.
 pub const SCHEMA_FILE: &str = "schema.dump";
-/// Key of the manifest inside a backup's prefix; it is written last.
-pub const MANIFEST_FILE: &str = "manifest.json";
+/// Key of the manifest inside a backup's prefix; it is written last, once, and deleted first
+/// (storage knows it as the completion marker).
+pub const MANIFEST_FILE: &str = crate::storage::COMPLETION_MARKER;
 
 /// Everything needed to check and restore one backup; see docs/design.md for each field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

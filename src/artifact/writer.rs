@@ -250,7 +250,8 @@ pub async fn write_manifest(
     manifest: &Manifest,
 ) -> io::Result<(String, u64)> {
     let body = serde_json::to_vec_pretty(manifest).map_err(io::Error::other)?;
-    let object = storage.create(key).await?;
+    // Written once: a second writer of the same backup fails instead of replacing it.
+    let object = storage.create_new(key).await?;
     let mut writer = Sha256Writer::new(object, None);
     writer.write_all(&body).await?;
     writer.shutdown().await?;

@@ -9,7 +9,7 @@ use super::{context, Failure, Outcome, Output};
 use crate::catalog::Catalog;
 use crate::pg::PgBinaries;
 use crate::settings::Settings;
-use crate::storage::{LocalStorage, ObjectKey, Storage};
+use crate::storage::ObjectKey;
 
 /// One line of the report.
 struct Item {
@@ -117,29 +117,74 @@ fn pg_dump(settings: &Settings, server: Option<u32>) -> Item {
     }
 }
 
-/// Writes, commits and deletes a probe object through the same storage code as backups.
+/// Writes (write-once, like a manifest), reads back and deletes a probe object through the same
+/// storage code as backups.
 async fn storage(settings: &Settings) -> Item {
-    let dir = settings.storage_dir.display().to_string();
+    let place = crate::storage::describe(settings);
+    let probe: &[u8] = b"riveredge-backup check\n";
+    let keys = crate::storage::keys(settings);
+    let readable = keys
+        .as_ref()
+        .map_or(true, |k| k.as_ref().is_none_or(|k| k.can_read()));
     let result = async {
-        let storage = LocalStorage::open(&settings.storage_dir)?;
+        let storage = crate::storage::open(settings)?;
         let prefix = ObjectKey::parse(&format!("check-{}", uuid::Uuid::new_v4()))
             .map_err(std::io::Error::other)?;
         let key = prefix.join("probe").map_err(std::io::Error::other)?;
-        let mut object = storage.create(&key).await?;
-        tokio::io::AsyncWriteExt::write_all(&mut object, b"riveredge-backup check\n").await?;
+        let mut object = storage.create_new(&key).await?;
+        tokio::io::AsyncWriteExt::write_all(&mut object, probe).await?;
         tokio::io::AsyncWriteExt::shutdown(&mut object).await?;
         object.commit().await?;
-        storage.delete_prefix(&prefix).await
+        let mut back = probe.to_vec();
+        let read = async {
+            if readable {
+                back.clear();
+                tokio::io::AsyncReadExt::read_to_end(&mut storage.open(&key).await?, &mut back)
+                    .await?;
+            }
+            Ok::<(), std::io::Error>(())
+        }
+        .await;
+        storage.delete_prefix(&prefix).await?;
+        read?;
+        if back != probe {
+            return Err(std::io::Error::other(
+                "the probe read back differs from what was written",
+            ));
+        }
+        Ok(())
     }
     .await;
+    let encryption = match keys {
+        Ok(None) => String::new(),
+        Ok(Some(k)) if k.can_read() => format!(
+            "; encryption: probe encrypted to {} and decrypted with the identities",
+            k.key_id
+        ),
+        Ok(Some(k)) => format!(
+            "; encryption: write-only, new backups go to {}; without an identity this worker cannot read them (verify, restore, drill need BACKUP_ENCRYPTION_IDENTITY_FILE)",
+            k.key_id
+        ),
+        Err(_) => String::new(),
+    };
     match result {
         Ok(()) => ok(
             "storage",
-            format!("{dir} writable (probe written and deleted)"),
+            format!(
+                "{place} reachable and writable (probe written, read back and deleted){encryption}"
+            ),
         ),
         Err(e) => fail(
             "storage",
-            format!("{dir}: {e}; set BACKUP_STORAGE_DIR to a writable directory"),
+            format!(
+                "{place}: {}; {}",
+                super::one_line(&e),
+                if settings.s3.is_some() {
+                    "check BACKUP_S3_* settings, the credentials and the bucket's permissions"
+                } else {
+                    "set BACKUP_STORAGE_DIR to a writable directory"
+                }
+            ),
         ),
     }
 }

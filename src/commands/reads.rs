@@ -46,6 +46,13 @@ impl Storage for Counting {
         self.inner.create(key)
     }
 
+    fn create_new<'a>(
+        &'a self,
+        key: &'a ObjectKey,
+    ) -> BoxFuture<'a, io::Result<Box<dyn ObjectWriter>>> {
+        self.inner.create_new(key)
+    }
+
     fn open<'a>(&'a self, key: &'a ObjectKey) -> BoxFuture<'a, io::Result<ObjectReader>> {
         Box::pin(async move {
             let reader = self.inner.open(key).await?;

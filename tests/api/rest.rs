@@ -21,18 +21,21 @@ pub struct Api {
 
 impl Api {
     pub async fn spawn() -> Self {
+        Self::spawn_with(&[]).await
+    }
+
+    /// [`Api::spawn`] with more settings (e.g. S3 storage).
+    pub async fn spawn_with(extra: &[(&str, &str)]) -> Self {
         let db = TestDb::with_fixture().await;
         let inngest = inngest::testing::FakeInngestServer::start_dev().await;
         let url = inngest.url();
-        let app = spawn_app_with(
-            &db,
-            &[
-                ("JWT_SECRET_KEY", SECRET),
-                ("INNGEST_EVENT_KEY", EVENT_KEY),
-                ("INNGEST_EVENT_API_BASE_URL", &url),
-            ],
-        )
-        .await;
+        let mut settings = vec![
+            ("JWT_SECRET_KEY", SECRET),
+            ("INNGEST_EVENT_KEY", EVENT_KEY),
+            ("INNGEST_EVENT_API_BASE_URL", &url),
+        ];
+        settings.extend_from_slice(extra);
+        let app = spawn_app_with(&db, &settings).await;
         Self {
             app,
             db,

@@ -20,7 +20,7 @@ fn stored_files(api: &Api, uuid: &str) -> std::collections::BTreeMap<String, Vec
         .collect()
 }
 
-fn unzip(bytes: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
+pub(crate) fn unzip(bytes: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
     use std::io::Read;
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).expect("a valid zip");
     (0..archive.len())
@@ -34,7 +34,12 @@ fn unzip(bytes: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
-async fn get(api: &Api, path: &str, token: &str, range: Option<&str>) -> reqwest::Response {
+pub(crate) async fn get(
+    api: &Api,
+    path: &str,
+    token: &str,
+    range: Option<&str>,
+) -> reqwest::Response {
     let mut r = api.request(Method::GET, path, Some(token));
     if let Some(range) = range {
         r = r.header("Range", range);
@@ -43,7 +48,7 @@ async fn get(api: &Api, path: &str, token: &str, range: Option<&str>) -> reqwest
 }
 
 /// Creates a tenant backup through the API and runs it through the worker to success.
-async fn backed_up(api: &Api, tenant: i32, name: &str) -> String {
+pub(crate) async fn backed_up(api: &Api, tenant: i32, name: &str) -> String {
     let created = api
         .create(
             &tenant_admin(tenant),
