@@ -365,15 +365,47 @@ async fn a_tenant_admin_backs_up_restores_downloads_and_deletes_in_the_browser()
 
     // Restore: dry-run preview first, then the typed confirmation unlocks the button.
     browser.click("#detail [data-action='restore']").await;
+    // Since the backup, tenant 1 renamed one user: the preview shows that row's update.
+    sqlx::query(
+        "UPDATE core_users SET username = username || '-renamed'
+         WHERE id = (SELECT min(id) FROM core_users WHERE tenant_id = 1)",
+    )
+    .execute(&api.db.pool)
+    .await
+    .unwrap();
     browser.click("#r-preview").await;
-    browser.css("#r-preview-out [data-preview='message']").await;
-    assert!(browser.text("#r-preview-out").await.contains("dry run"));
+    // The preview is a dry-run restore: queued like a restore, it records what it would do.
+    let dry = until_some(async || {
+        api.events()
+            .into_iter()
+            .find(|e| e["name"] == "backup/restore" && e["data"]["dry_run"] == true)
+            .map(|e| e["data"]["restore_uuid"].as_str().unwrap().to_owned())
+    })
+    .await;
+    crate::helpers::assert_completed(
+        &api.run_sent("backup-restore", &format!("backup-restore-{dry}"))
+            .await,
+    );
+    browser.css("#r-preview-out [data-preview='tables']").await;
+    let preview_out = browser.text("#r-preview-out").await;
+    assert!(
+        preview_out.contains("dry run") && preview_out.contains("public.core_users 0 1 0"),
+        "the dry run's message and its per-table preview: {preview_out}"
+    );
     let locked = !browser.css("#r-submit").await.is_enabled().await.unwrap();
     assert!(locked, "restore stays locked until the name is typed");
     let dialog_png = browser.screenshot("restore-dialog.png").await;
+    let (applied, safety): (Option<chrono::DateTime<chrono::Utc>>, Option<String>) =
+        sqlx::query_as(
+            "SELECT applied_at, safety_backup_uuid FROM root_data_restores WHERE uuid = $1",
+        )
+        .bind(&dry)
+        .fetch_one(&api.db.pool)
+        .await
+        .unwrap();
     assert!(
-        api.events().iter().all(|e| e["name"] != "backup/restore"),
-        "a preview queues nothing"
+        applied.is_none() && safety.is_none(),
+        "a preview changes nothing and takes no safety backup"
     );
     browser
         .css("#r-confirm")
@@ -383,12 +415,13 @@ async fn a_tenant_admin_backs_up_restores_downloads_and_deletes_in_the_browser()
         .unwrap();
     browser.click("#r-submit").await;
     browser.css("#detail [data-restore]").await;
-    let restore: String =
-        sqlx::query_scalar("SELECT uuid FROM root_data_restores WHERE backup_uuid = $1")
-            .bind(&uuid)
-            .fetch_one(&api.db.pool)
-            .await
-            .expect("the page queued a restore");
+    let restore: String = sqlx::query_scalar(
+        "SELECT uuid FROM root_data_restores WHERE backup_uuid = $1 AND NOT dry_run",
+    )
+    .bind(&uuid)
+    .fetch_one(&api.db.pool)
+    .await
+    .expect("the page queued a restore");
     crate::helpers::assert_completed(
         &api.run_sent("backup-restore", &format!("backup-restore-{restore}"))
             .await,
@@ -647,4 +680,16 @@ async fn the_page_is_served_with_a_content_security_policy() {
     // The page needs no token to load; the API still does.
     let api_call = http.get(api.app.url(BASE)).send().await.unwrap();
     assert_eq!(api_call.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// Polls `probe` every 50 ms until it yields a value (at most the page's patience).
+async fn until_some<T>(mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
