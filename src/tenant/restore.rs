@@ -69,7 +69,7 @@ pub struct RestoreOptions {
     pub statement_timeout: Duration,
     /// The `root_data_restores` row of this request, when the target holds that table: locked
     /// first and marked applied in the restore's own transaction, so a request is applied at
-    /// most once ([`RestoreError::AlreadyApplied`]).
+    /// most once ([`TenantRestoreError::AlreadyApplied`]).
     pub record: Option<uuid::Uuid>,
 }
 
@@ -156,7 +156,7 @@ pub struct CrossReference {
 
 /// Why a tenant restore did not commit. The database is unchanged in every case.
 #[derive(Debug, thiserror::Error)]
-pub enum RestoreError {
+pub enum TenantRestoreError {
     #[error("backup {backup} is not a tenant backup (format {format:?}, scope {scope:?})")]
     NotATenantBackup {
         backup: String,
@@ -216,7 +216,7 @@ fn describe(refs: &[CrossReference]) -> String {
         .join("; ")
 }
 
-impl RestoreError {
+impl TenantRestoreError {
     /// Whether running the same restore again may succeed: connection loss, I/O, timeouts,
     /// deadlocks and serialization failures; not invalid input or conflicting data.
     pub fn is_retriable(&self) -> bool {
@@ -234,7 +234,7 @@ impl RestoreError {
 fn sql_error<'a>(
     table: &'a TableRef,
     context: &str,
-) -> impl FnOnce(sqlx::Error) -> RestoreError + 'a {
+) -> impl FnOnce(sqlx::Error) -> TenantRestoreError + 'a {
     let context = format!("{context} {table}");
     move |e| {
         if let Some(db) = e.as_database_error() {
@@ -242,14 +242,14 @@ fn sql_error<'a>(
             let detail = db.message().to_owned();
             match db.code().as_deref() {
                 Some("23505") => {
-                    return RestoreError::UniqueConflict {
+                    return TenantRestoreError::UniqueConflict {
                         table: table.clone(),
                         constraint,
                         detail,
                     }
                 }
                 Some("23503") => {
-                    return RestoreError::ForeignKeyViolation {
+                    return TenantRestoreError::ForeignKeyViolation {
                         table: table.clone(),
                         constraint,
                         detail,
@@ -258,12 +258,12 @@ fn sql_error<'a>(
                 _ => {}
             }
         }
-        RestoreError::Database { context, source: e }
+        TenantRestoreError::Database { context, source: e }
     }
 }
 
-fn db_error(context: &str) -> impl FnOnce(sqlx::Error) -> RestoreError + '_ {
-    move |source| RestoreError::Database {
+fn db_error(context: &str) -> impl FnOnce(sqlx::Error) -> TenantRestoreError + '_ {
+    move |source| TenantRestoreError::Database {
         context: context.to_owned(),
         source,
     }
@@ -360,7 +360,7 @@ impl Target<'_> {
 /// data from `storage`. `catalog` is the live database's.
 ///
 /// # Errors
-/// See [`RestoreError`]; on every error the transaction is rolled back.
+/// See [`TenantRestoreError`]; on every error the transaction is rolled back.
 #[tracing::instrument(skip_all, fields(tenant = opts.tenant_id, backup = %manifest.backup_uuid))]
 pub async fn restore(
     conn: &mut PgConnection,
@@ -368,7 +368,7 @@ pub async fn restore(
     storage: &dyn Storage,
     manifest: &Manifest,
     opts: &RestoreOptions,
-) -> Result<RestoreReport, RestoreError> {
+) -> Result<RestoreReport, TenantRestoreError> {
     let whole = check_manifest(manifest, opts.tenant_id)?;
     let plan = TenantPlan::build(catalog, opts.tenant_id, &opts.skip);
     let order = plan.load_order()?;
@@ -386,7 +386,7 @@ pub async fn restore(
             .await
             .map_err(db_error("locking the restore record"))?;
         if row.applied_at.is_some() {
-            return Err(RestoreError::AlreadyApplied(uuid));
+            return Err(TenantRestoreError::AlreadyApplied(uuid));
         }
     }
     match run(&mut tx, catalog, storage, &plan, manifest, &targets, opts).await {
@@ -444,7 +444,10 @@ pub async fn restore(
 /// The per-tenant advisory lock, waited on (up to `queue_timeout`, not the lock budget): two
 /// restores of one tenant run one after the other. Taken first in the transaction, so a queued
 /// restore holds no other lock while it waits.
-async fn wait_for_turn(conn: &mut PgConnection, opts: &RestoreOptions) -> Result<(), RestoreError> {
+async fn wait_for_turn(
+    conn: &mut PgConnection,
+    opts: &RestoreOptions,
+) -> Result<(), TenantRestoreError> {
     let sql = format!(
         "SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {};",
         quote_literal(&format!("{}ms", opts.queue_timeout.as_millis())),
@@ -464,7 +467,7 @@ async fn wait_for_turn(conn: &mut PgConnection, opts: &RestoreOptions) -> Result
 
 /// Whether the backup holds the tenant's rows: its own tenant backup (`Ok(false)`), or a
 /// whole-database backup, whose rows of the tenant are selected while restoring (`Ok(true)`).
-fn check_manifest(manifest: &Manifest, tenant_id: i32) -> Result<bool, RestoreError> {
+fn check_manifest(manifest: &Manifest, tenant_id: i32) -> Result<bool, TenantRestoreError> {
     if is_readable_format(&manifest.format)
         && manifest.scope == "all"
         && manifest.tenant_id.is_none()
@@ -475,14 +478,14 @@ fn check_manifest(manifest: &Manifest, tenant_id: i32) -> Result<bool, RestoreEr
         || !matches!(manifest.scope.as_str(), "tenant" | "table")
         || manifest.tenant_id.is_none()
     {
-        return Err(RestoreError::NotATenantBackup {
+        return Err(TenantRestoreError::NotATenantBackup {
             backup: manifest.backup_uuid.clone(),
             format: manifest.format.clone(),
             scope: manifest.scope.clone(),
         });
     }
     if manifest.tenant_id != Some(tenant_id) {
-        return Err(RestoreError::TenantMismatch {
+        return Err(TenantRestoreError::TenantMismatch {
             backup: manifest.tenant_id,
             requested: tenant_id,
         });
@@ -497,7 +500,7 @@ fn targets<'a>(
     order: &'a LoadOrder,
     manifest: &'a Manifest,
     whole: bool,
-) -> Result<Vec<Target<'a>>, RestoreError> {
+) -> Result<Vec<Target<'a>>, TenantRestoreError> {
     let mut problems = Vec::new();
     let mut by_table: BTreeMap<TableRef, &TableEntry> = BTreeMap::new();
     for entry in &manifest.tables {
@@ -525,7 +528,7 @@ fn targets<'a>(
         }
     }
     if !problems.is_empty() {
-        return Err(RestoreError::Incompatible(problems));
+        return Err(TenantRestoreError::Incompatible(problems));
     }
     Ok(order
         .tables
@@ -613,11 +616,11 @@ async fn run(
     manifest: &Manifest,
     targets: &[Target<'_>],
     opts: &RestoreOptions,
-) -> Result<Outcome, RestoreError> {
+) -> Result<Outcome, TenantRestoreError> {
     prepare_session(conn, plan.load_order()?, opts).await?;
     if let Some(tenants) = &opts.tenants_table {
         if !tenant_exists(&mut *conn, catalog, tenants, opts.tenant_id).await? {
-            return Err(RestoreError::UnknownTenant(opts.tenant_id));
+            return Err(TenantRestoreError::UnknownTenant(opts.tenant_id));
         }
     }
     for t in targets {
@@ -699,7 +702,7 @@ async fn run(
 
 /// This transaction's id as `xid` text: every row version the restore wrote carries it in
 /// `xmin`, which tells the restored rows from rows other sessions committed meanwhile.
-async fn current_xid(conn: &mut PgConnection) -> Result<String, RestoreError> {
+async fn current_xid(conn: &mut PgConnection) -> Result<String, TenantRestoreError> {
     // language=PostgreSQL
     sqlx::query_scalar("SELECT (pg_current_xact_id()::text::numeric % 4294967296)::bigint::text")
         .fetch_one(&mut *conn)
@@ -708,7 +711,11 @@ async fn current_xid(conn: &mut PgConnection) -> Result<String, RestoreError> {
 }
 
 /// The tenant's rows of `t` that other sessions committed after the restore locked its rows.
-async fn kept(conn: &mut PgConnection, t: &Target<'_>, xid: &str) -> Result<u64, RestoreError> {
+async fn kept(
+    conn: &mut PgConnection,
+    t: &Target<'_>,
+    xid: &str,
+) -> Result<u64, TenantRestoreError> {
     let sql = format!(
         "SELECT count(*) FROM {} t WHERE ({}) AND t.xmin <> {}::xid",
         t.name().quoted(),
@@ -724,7 +731,10 @@ async fn kept(conn: &mut PgConnection, t: &Target<'_>, xid: &str) -> Result<u64,
 
 /// The logical change the restore makes to `t` (see [`Preview`]), from the staged rows and the
 /// fixed set of rows to replace, before anything changes.
-async fn changes(conn: &mut PgConnection, t: &Target<'_>) -> Result<TableChange, RestoreError> {
+async fn changes(
+    conn: &mut PgConnection,
+    t: &Target<'_>,
+) -> Result<TableChange, TenantRestoreError> {
     let live = t.name().quoted();
     let row = |alias: &str| {
         format!(
@@ -809,7 +819,7 @@ async fn missing_indexes(
     conn: &mut PgConnection,
     catalog: &Catalog,
     targets: &[Target<'_>],
-) -> Result<Vec<MissingIndex>, RestoreError> {
+) -> Result<Vec<MissingIndex>, TenantRestoreError> {
     let mut missing: Vec<MissingIndex> = Vec::new();
     for t in targets {
         for fk in catalog.fks_to(t.name()) {
@@ -860,7 +870,7 @@ async fn missing_indexes(
 async fn create_temporary_indexes(
     conn: &mut PgConnection,
     missing: &[MissingIndex],
-) -> Result<Vec<String>, RestoreError> {
+) -> Result<Vec<String>, TenantRestoreError> {
     let mut created = Vec::new();
     for index in missing {
         let name = format!("rbk_restore_fk_{}", created.len() + 1);
@@ -889,7 +899,7 @@ async fn prepare_session(
     conn: &mut PgConnection,
     order: &LoadOrder,
     opts: &RestoreOptions,
-) -> Result<(), RestoreError> {
+) -> Result<(), TenantRestoreError> {
     let mut sql = format!(
         "SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {};
          SET LOCAL DateStyle = 'ISO, YMD'; SET LOCAL TimeZone = 'UTC'; SET LOCAL IntervalStyle = 'postgres';
@@ -920,7 +930,7 @@ async fn stage(
     conn: &mut PgConnection,
     storage: &dyn Storage,
     t: &Target<'_>,
-) -> Result<(), RestoreError> {
+) -> Result<(), TenantRestoreError> {
     let name = t.name();
     let create = format!(
         "CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP",
@@ -932,7 +942,7 @@ async fn stage(
         .await
         .map_err(sql_error(name, "creating the staging table for"))?;
 
-    let artifact = |source| RestoreError::Artifact {
+    let artifact = |source| TenantRestoreError::Artifact {
         table: name.clone(),
         source: Box::new(source),
     };
@@ -968,7 +978,7 @@ async fn stage(
         .await
         .map_err(sql_error(name, "analyzing the staged rows of"))?;
     if rows != t.entry.rows {
-        return Err(RestoreError::VerificationFailed(vec![format!(
+        return Err(TenantRestoreError::VerificationFailed(vec![format!(
             "{name}: staged {rows} rows, the manifest says {}",
             t.entry.rows
         )]));
@@ -980,7 +990,10 @@ async fn stage(
 /// steps see one set even while deferred columns change what the predicates of join tables
 /// would match, and rows other sessions commit afterwards are not touched. Concurrent sessions
 /// cannot start referencing locked rows (their `FOR KEY SHARE` waits for us).
-async fn fix_doomed_rows(conn: &mut PgConnection, t: &Target<'_>) -> Result<(), RestoreError> {
+async fn fix_doomed_rows(
+    conn: &mut PgConnection,
+    t: &Target<'_>,
+) -> Result<(), TenantRestoreError> {
     let name = t.name();
     let key = if t.table.primary_key.is_empty() {
         "t.ctid AS rbk_ctid".to_owned()
@@ -1021,7 +1034,7 @@ async fn check_cross_references(
     conn: &mut PgConnection,
     catalog: &Catalog,
     targets: &[Target<'_>],
-) -> Result<(), RestoreError> {
+) -> Result<(), TenantRestoreError> {
     let find = |t: &TableRef| targets.iter().find(|x| x.name() == t);
     let mut found = Vec::new();
     for fk in &catalog.foreign_keys {
@@ -1058,7 +1071,7 @@ async fn check_cross_references(
     if found.is_empty() {
         Ok(())
     } else {
-        Err(RestoreError::CrossTenantReferences(found))
+        Err(TenantRestoreError::CrossTenantReferences(found))
     }
 }
 
@@ -1071,7 +1084,7 @@ fn fk_join(fk: &ForeignKey, child: &str, parent: &str) -> String {
         .join(" AND ")
 }
 
-async fn null_deferred(conn: &mut PgConnection, t: &Target<'_>) -> Result<(), RestoreError> {
+async fn null_deferred(conn: &mut PgConnection, t: &Target<'_>) -> Result<(), TenantRestoreError> {
     let set: Vec<String> = t
         .deferred
         .iter()
@@ -1094,7 +1107,7 @@ async fn insert(
     conn: &mut PgConnection,
     t: &Target<'_>,
     catalog: &Catalog,
-) -> Result<u64, RestoreError> {
+) -> Result<u64, TenantRestoreError> {
     let values: Vec<String> = t
         .columns
         .iter()
@@ -1121,7 +1134,7 @@ async fn insert(
 }
 
 /// Sets the cycle columns once every row of the cycle exists.
-async fn set_deferred(conn: &mut PgConnection, t: &Target<'_>) -> Result<(), RestoreError> {
+async fn set_deferred(conn: &mut PgConnection, t: &Target<'_>) -> Result<(), TenantRestoreError> {
     let staged: Vec<&String> = t
         .deferred
         .iter()
@@ -1170,7 +1183,7 @@ async fn advance_sequences(
     manifest: &Manifest,
     t: &Target<'_>,
     dry_run: bool,
-) -> Result<Vec<(TableRef, SequenceMove)>, RestoreError> {
+) -> Result<Vec<(TableRef, SequenceMove)>, TenantRestoreError> {
     let mut advanced = Vec::new();
     for seq in catalog.sequences_of(t.name()) {
         let backup = manifest
@@ -1210,7 +1223,7 @@ async fn verify(
     targets: &[Target<'_>],
     xid: &str,
     expected: &[(u64, String)],
-) -> Result<(), RestoreError> {
+) -> Result<(), TenantRestoreError> {
     let mut problems = Vec::new();
     for (t, (rows, hash)) in targets.iter().zip(expected) {
         let filter = format!("({}) AND t.xmin = {}::xid", t.predicate, quote_literal(xid));
@@ -1226,7 +1239,7 @@ async fn verify(
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(RestoreError::VerificationFailed(problems))
+        Err(TenantRestoreError::VerificationFailed(problems))
     }
 }
 
@@ -1235,7 +1248,7 @@ async fn digest(
     conn: &mut PgConnection,
     table: &TableRef,
     select: &str,
-) -> Result<(u64, String), RestoreError> {
+) -> Result<(u64, String), TenantRestoreError> {
     use futures::TryStreamExt;
     let sql = format!("COPY ({select}) TO STDOUT");
     let mut hasher = RowHasher::new();
@@ -1263,7 +1276,7 @@ async fn select_tenant_rows(
     conn: &mut PgConnection,
     plan: &TenantPlan,
     targets: &[Target<'_>],
-) -> Result<Vec<(u64, String)>, RestoreError> {
+) -> Result<Vec<(u64, String)>, TenantRestoreError> {
     let mut expected = Vec::with_capacity(targets.len());
     let relation = |table: &TableRef| {
         targets

@@ -101,7 +101,7 @@ pub enum RestoreRequestError {
     #[error(transparent)]
     Restore(#[from] engine::RestoreError),
     #[error(transparent)]
-    Tenant(#[from] crate::tenant::restore::RestoreError),
+    Tenant(#[from] crate::tenant::restore::TenantRestoreError),
     #[error("safety backup: {0}")]
     Backup(#[from] backup::BackupError),
     /// Another live run is applying this request; wait for it.
@@ -524,9 +524,9 @@ pub async fn apply(
         match result {
             Err(
                 RestoreRequestError::Restore(engine::RestoreError::AlreadyApplied(_))
-                | RestoreRequestError::Tenant(crate::tenant::restore::RestoreError::AlreadyApplied(
-                    _,
-                )),
+                | RestoreRequestError::Tenant(
+                    crate::tenant::restore::TenantRestoreError::AlreadyApplied(_),
+                ),
             ) => applied(state, uuid)
                 .await?
                 .ok_or_else(|| refused("the restore was applied but its record is gone")),

@@ -9,7 +9,9 @@
 use riveredge_backup::artifact::{ArtifactError, Manifest, FORMAT_V1};
 use riveredge_backup::backup::{self, BackupError, BackupScope};
 use riveredge_backup::catalog::{Catalog, TableRef};
-use riveredge_backup::tenant::restore::{restore as tenant_restore, RestoreError, RestoreOptions};
+use riveredge_backup::tenant::restore::{
+    restore as tenant_restore, RestoreOptions, TenantRestoreError,
+};
 use riveredge_backup::tenant::TenantPlan;
 use sqlx::{Connection, PgConnection, PgPool};
 
@@ -258,7 +260,7 @@ async fn try_tenant_restore(
     db: &TestDb,
     engine: &Engine,
     manifest: &Manifest,
-) -> Result<(), RestoreError> {
+) -> Result<(), TenantRestoreError> {
     let catalog = Catalog::load(&db.pool).await.unwrap();
     let mut conn = PgConnection::connect_with(&db.conn.connect_options())
         .await
@@ -291,7 +293,7 @@ async fn a_tenant_artifact_whose_ownership_plan_differs_structurally_from_the_li
         .await
         .unwrap_err();
 
-    let RestoreError::Incompatible(problems) = &err else {
+    let TenantRestoreError::Incompatible(problems) = &err else {
         panic!("{err}")
     };
     assert_eq!(problems.len(), 1, "{problems:?}");

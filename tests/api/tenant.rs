@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use riveredge_backup::artifact::Manifest;
 use riveredge_backup::catalog::{Catalog, TableRef};
 use riveredge_backup::storage::{LocalStorage, ObjectKey, Storage};
-use riveredge_backup::tenant::restore::{restore, RestoreError, RestoreOptions, RestoreReport};
+use riveredge_backup::tenant::restore::{
+    restore, RestoreOptions, RestoreReport, TenantRestoreError,
+};
 use riveredge_backup::tenant::{tenant_exists, Ownership, TenantError, TenantPlan};
 use sqlx::{Connection, PgPool};
 use tokio::io::AsyncWriteExt;
@@ -213,7 +215,7 @@ async fn run_restore(
     storage: &LocalStorage,
     manifest: &Manifest,
     tenant: i32,
-) -> Result<RestoreReport, RestoreError> {
+) -> Result<RestoreReport, TenantRestoreError> {
     let catalog = catalog(&db.pool).await;
     let mut conn = sqlx::PgConnection::connect_with(&db.conn.connect_options())
         .await
@@ -612,7 +614,7 @@ async fn a_unique_conflict_with_another_tenant_fails_naming_the_constraint_and_c
     let err = run_restore(&db, &storage, &manifest, 2).await.unwrap_err();
 
     match &err {
-        RestoreError::UniqueConflict {
+        TenantRestoreError::UniqueConflict {
             table, constraint, ..
         } => {
             assert_eq!(
@@ -652,7 +654,7 @@ async fn a_corrupted_artifact_fails_the_restore_and_changes_nothing() {
     let err = run_restore(&db, &storage, &manifest, 2).await.unwrap_err();
 
     assert!(
-        matches!(&err, RestoreError::Artifact { table, .. } if table == &public("core_users")),
+        matches!(&err, TenantRestoreError::Artifact { table, .. } if table == &public("core_users")),
         "{err:?}"
     );
     assert_eq!(everything(&db.pool).await, before);
@@ -676,7 +678,10 @@ async fn a_connection_killed_in_the_middle_of_the_restore_leaves_the_database_un
 
     let err = run_restore(&db, &storage, &manifest, 2).await.unwrap_err();
 
-    assert!(matches!(err, RestoreError::Database { .. }), "{err:?}");
+    assert!(
+        matches!(err, TenantRestoreError::Database { .. }),
+        "{err:?}"
+    );
     assert!(
         err.is_retriable(),
         "a lost connection is worth a retry: {err}"
@@ -697,14 +702,14 @@ async fn restoring_a_tenant_that_does_not_exist_or_another_tenants_backup_is_ref
     let mismatch = run_restore(&db, &storage, &two, 3).await.unwrap_err();
 
     assert!(
-        matches!(missing, RestoreError::UnknownTenant(99)),
+        matches!(missing, TenantRestoreError::UnknownTenant(99)),
         "{missing:?}"
     );
     assert_eq!(missing.to_string(), "tenant 99 does not exist");
     assert!(
         matches!(
             mismatch,
-            RestoreError::TenantMismatch {
+            TenantRestoreError::TenantMismatch {
                 backup: Some(2),
                 requested: 3
             }
@@ -770,7 +775,7 @@ async fn a_row_of_another_tenant_referencing_the_tenants_rows_blocks_the_restore
     let err = run_restore(&db, &storage, &manifest, 2).await.unwrap_err();
 
     match &err {
-        RestoreError::CrossTenantReferences(refs) => {
+        TenantRestoreError::CrossTenantReferences(refs) => {
             assert_eq!(refs.len(), 1, "{refs:?}");
             assert_eq!(
                 (
@@ -804,7 +809,7 @@ async fn schema_differences_are_all_reported_before_anything_changes() {
 
     let err = run_restore(&db, &storage, &manifest, 2).await.unwrap_err();
 
-    let RestoreError::Incompatible(problems) = &err else {
+    let TenantRestoreError::Incompatible(problems) = &err else {
         panic!("expected incompatibility, got {err:?}")
     };
     assert_eq!(problems.len(), 2, "{problems:?}");

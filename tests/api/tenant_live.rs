@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use riveredge_backup::artifact::Manifest;
 use riveredge_backup::backup::BackupScope;
 use riveredge_backup::catalog::{Catalog, TableRef};
-use riveredge_backup::tenant::restore::{restore, RestoreError, RestoreOptions, RestoreReport};
+use riveredge_backup::tenant::restore::{
+    restore, RestoreOptions, RestoreReport, TenantRestoreError,
+};
 use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::awkward::{checksums, sequence_values, tenant_filter, DRAWS, TABLES};
@@ -50,7 +52,7 @@ async fn run(
     engine: &Engine,
     manifest: &Manifest,
     opts: &RestoreOptions,
-) -> Result<RestoreReport, RestoreError> {
+) -> Result<RestoreReport, TenantRestoreError> {
     let catalog = Catalog::load(&db.pool).await.unwrap();
     let mut conn = connect(db).await;
     restore(
