@@ -231,7 +231,16 @@ struct Gen<'a> {
     now: DateTime<Utc>,
 }
 
-impl Gen<'_> {
+impl<'a> Gen<'a> {
+    /// Ages are counted from the database's clock, the one retention reads.
+    async fn at_db_now(pool: &'a PgPool, storage: &'a std::path::Path) -> Self {
+        let now = sqlx::query_scalar("SELECT now()")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        Self { pool, storage, now }
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn add(
         &self,
@@ -431,15 +440,7 @@ fn plain_policy() -> BackupPolicy {
 async fn retention_over_a_generated_history_deletes_exactly_the_expired_set() {
     let db = TestDb::migrated().await;
     let app = spawn_app(&db).await;
-    let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    let g = Gen {
-        pool: &db.pool,
-        storage: app.storage_dir.path(),
-        now,
-    };
+    let g = Gen::at_db_now(&db.pool, app.storage_dir.path()).await;
     let expected = generate_history(&g).await;
     let before = live_names(&db.pool).await;
 
@@ -500,15 +501,7 @@ async fn retention_over_a_generated_history_deletes_exactly_the_expired_set() {
 async fn a_monthly_gfs_tier_keeps_the_newest_full_of_each_of_the_last_months() {
     let db = TestDb::migrated().await;
     let app = spawn_app(&db).await;
-    let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    let g = Gen {
-        pool: &db.pool,
-        storage: app.storage_dir.path(),
-        now,
-    };
+    let g = Gen::at_db_now(&db.pool, app.storage_dir.path()).await;
     for name in [
         "this-month",
         "last-month",
@@ -556,15 +549,7 @@ async fn a_monthly_gfs_tier_keeps_the_newest_full_of_each_of_the_last_months() {
 async fn retention_leaves_a_parent_that_a_new_incremental_started_on_since_the_plan() {
     let db = TestDb::migrated().await;
     let app = spawn_app(&db).await;
-    let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    let g = Gen {
-        pool: &db.pool,
-        storage: app.storage_dir.path(),
-        now,
-    };
+    let g = Gen::at_db_now(&db.pool, app.storage_dir.path()).await;
     let old = g
         .add("old", "full", "all", None, "success", 10 * 24, None)
         .await;
@@ -610,15 +595,7 @@ async fn cli(db: &TestDb, storage: &std::path::Path, args: &[&str]) -> (i32, Val
 async fn prune_dry_run_lists_what_would_go_and_why_and_changes_nothing() {
     let db = TestDb::migrated().await;
     let storage = tempfile::tempdir().unwrap();
-    let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    let g = Gen {
-        pool: &db.pool,
-        storage: storage.path(),
-        now,
-    };
+    let g = Gen::at_db_now(&db.pool, storage.path()).await;
     let old = g
         .add("old", "full", "all", None, "success", 10 * 24, None)
         .await;
@@ -657,15 +634,7 @@ async fn prune_dry_run_lists_what_would_go_and_why_and_changes_nothing() {
 async fn a_stalled_backup_or_restore_is_failed_with_a_reason_and_the_backups_files_cleaned() {
     let db = TestDb::migrated().await;
     let app = spawn_app(&db).await;
-    let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    let g = Gen {
-        pool: &db.pool,
-        storage: app.storage_dir.path(),
-        now,
-    };
+    let g = Gen::at_db_now(&db.pool, app.storage_dir.path()).await;
     let stalled = g
         .add("stalled", "full", "all", None, "success", 1, None)
         .await;
@@ -896,15 +865,7 @@ async fn a_week_of_history_pruned_with_the_default_policy_keeps_7_days_of_fulls_
         let RunStatusValue(out) = RunStatusValue::of(&run);
         real.push(out["backup_uuid"].as_str().unwrap().to_owned());
     }
-    let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    let g = Gen {
-        pool: &db.pool,
-        storage: app.storage_dir.path(),
-        now,
-    };
+    let g = Gen::at_db_now(&db.pool, app.storage_dir.path()).await;
     // Day d's full is 24d + 10 h old (d = 0..=7); its chain of hourly incrementals follows it
     // until the next full; every 7th incremental fails (the next builds on the last success).
     let mut expected_kept = BTreeSet::new();
@@ -923,7 +884,7 @@ async fn a_week_of_history_pruned_with_the_default_policy_keeps_7_days_of_fulls_
                 )
                 .bind(&uuid)
                 .bind(&full_name)
-                .bind(now - chrono::Duration::hours(full_age))
+                .bind(g.now - chrono::Duration::hours(full_age))
                 .execute(&db.pool)
                 .await
                 .unwrap();
