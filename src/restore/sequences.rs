@@ -53,29 +53,11 @@ pub async fn advance(
     users: &[(TableRef, String)],
     backup: Option<(i64, bool)>,
 ) -> Result<bool, sqlx::Error> {
-    let mut candidates: Vec<String> = users
-        .iter()
-        .map(|(t, c)| {
-            format!(
-                "(SELECT max({})::bigint FROM {})",
-                quote_ident(c),
-                t.quoted()
-            )
-        })
-        .collect();
-    candidates.push("$1::bigint".to_owned());
-    // `greatest` ignores NULLs: empty tables and a missing backup value do not count.
-    // language=PostgreSQL
-    let sql = format!(
-        "SELECT setval({regclass}::regclass, g.v, true)
-         FROM (SELECT greatest({candidates}) AS v) g,
-              (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS used FROM {seq}) s
-         WHERE g.v > s.used",
-        regclass = quote_literal(&seq.quoted()),
-        candidates = candidates.join(", "),
-        seq = seq.quoted(),
+    let select = format!(
+        "setval({}::regclass, g.v, true)",
+        quote_literal(&seq.quoted())
     );
-    let moved = sqlx::query(&sql)
+    let moved = sqlx::query(&forward_move(&select, seq, users))
         .bind(backup.map(|(v, called)| handed_out(v, called)))
         .execute(conn)
         .await?
@@ -94,6 +76,17 @@ pub async fn movement(
     users: &[(TableRef, String)],
     backup: Option<(i64, bool)>,
 ) -> Result<Option<(i64, i64)>, sqlx::Error> {
+    sqlx::query_as(&forward_move("s.used, g.v", seq, users))
+        .bind(backup.map(|(v, called)| handed_out(v, called)))
+        .fetch_optional(conn)
+        .await
+}
+
+/// `SELECT <select>` over the one row that exists only when `seq` must move forward: `g.v` is
+/// the greatest of `$1` (the backup's handed-out value) and every user column's max, `s.used`
+/// what the sequence has handed out. `greatest` ignores NULLs: empty tables and a missing
+/// backup value do not count.
+fn forward_move(select: &str, seq: &TableRef, users: &[(TableRef, String)]) -> String {
     let mut candidates: Vec<String> = users
         .iter()
         .map(|(t, c)| {
@@ -106,18 +99,14 @@ pub async fn movement(
         .collect();
     candidates.push("$1::bigint".to_owned());
     // language=PostgreSQL
-    let sql = format!(
-        "SELECT s.used, g.v
+    format!(
+        "SELECT {select}
          FROM (SELECT greatest({candidates}) AS v) g,
               (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS used FROM {seq}) s
          WHERE g.v > s.used",
         candidates = candidates.join(", "),
         seq = seq.quoted(),
-    );
-    sqlx::query_as(&sql)
-        .bind(backup.map(|(v, called)| handed_out(v, called)))
-        .fetch_optional(conn)
-        .await
+    )
 }
 
 #[cfg(test)]
