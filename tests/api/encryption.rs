@@ -3,21 +3,17 @@
 //! identity, unreadable without it, damage and swaps caught, keys rotated.
 
 use std::io::ErrorKind;
-use std::path::Path;
 use std::process::Output;
 use std::sync::Arc;
-use std::time::Duration;
 
-use riveredge_backup::settings::S3Settings;
 use riveredge_backup::storage::{
     EncryptedStorage, Keys, LocalStorage, ObjectKey, S3Storage, Storage,
 };
 use secrecy::ExposeSecret;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
 
-use crate::helpers::{all_checksums, url_of, TestDb};
-use crate::s3_server::{s3_overrides, s3_settings};
+use crate::helpers::{all_checksums, TestDb};
+use crate::s3_server::{ok_json, run, s3_settings, worker};
 
 fn key(k: &str) -> ObjectKey {
     ObjectKey::parse(k).unwrap()
@@ -146,43 +142,6 @@ async fn the_encrypting_wrapper_on_s3() {
         .await;
 }
 
-/// The binary with the database, the bucket and the given encryption variables only.
-fn worker(db: &TestDb, s3: &S3Settings, dir: &Path, vars: &[(&str, String)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_riveredge-backup"));
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("RUST_LOG", "warn")
-        .env("DATABASE_URL", url_of(&db.conn))
-        .env("BACKUP_STORAGE_DIR", dir)
-        .kill_on_drop(true);
-    for (k, v) in s3_overrides(s3) {
-        cmd.env(k, v);
-    }
-    for (k, v) in vars {
-        cmd.env(k, v);
-    }
-    cmd
-}
-
-async fn run(mut cmd: Command, args: &[&str]) -> Output {
-    tokio::time::timeout(Duration::from_secs(300), cmd.args(args).output())
-        .await
-        .expect("finished within 5 minutes")
-        .expect("the binary runs")
-}
-
-#[track_caller]
-fn ok(out: &Output) -> serde_json::Value {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[track_caller]
 fn failed(out: &Output) -> String {
     assert_ne!(out.status.code(), Some(0));
@@ -203,14 +162,14 @@ async fn backups_of_a_write_only_worker_are_read_only_with_the_identity() {
     let reader = [("BACKUP_ENCRYPTION_IDENTITY_FILE", id_path.clone())];
 
     // The backup worker holds public keys only.
-    let check = ok(&run(worker(&db, &s3, dir.path(), &writer), &["--json", "check"]).await);
+    let check = ok_json(&run(worker(&db, &s3, dir.path(), &writer), &["--json", "check"]).await);
     assert!(check.to_string().contains("write-only"), "{check}");
     let backup = |args: &'static [&'static str], vars: Vec<(&'static str, String)>| {
         let cmd = worker(&db, &s3, dir.path(), &vars);
         async move {
             let mut all = vec!["--json", "backup"];
             all.extend_from_slice(args);
-            ok(&run(cmd, &all).await)["uuid"]
+            ok_json(&run(cmd, &all).await)["uuid"]
                 .as_str()
                 .unwrap()
                 .to_owned()
@@ -250,29 +209,35 @@ async fn backups_of_a_write_only_worker_are_read_only_with_the_identity() {
     assert!(err.contains("none of the configured identities"), "{err}");
 
     // Another process with the identity verifies, drills and restores both.
-    let check = ok(&run(worker(&db, &s3, dir.path(), &reader), &["--json", "check"]).await);
+    let check = ok_json(&run(worker(&db, &s3, dir.path(), &reader), &["--json", "check"]).await);
     assert!(
         check.to_string().contains("decrypted with the identities"),
         "{check}"
     );
     for uuid in [&full, &tenant] {
-        ok(&run(
-            worker(&db, &s3, dir.path(), &reader),
-            &["--json", "verify", uuid],
-        )
-        .await);
-        ok(&run(
-            worker(&db, &s3, dir.path(), &reader),
-            &["--json", "drill", uuid],
-        )
-        .await);
+        ok_json(
+            &run(
+                worker(&db, &s3, dir.path(), &reader),
+                &["--json", "verify", uuid],
+            )
+            .await,
+        );
+        ok_json(
+            &run(
+                worker(&db, &s3, dir.path(), &reader),
+                &["--json", "drill", uuid],
+            )
+            .await,
+        );
     }
     let target = format!("t_{}", uuid::Uuid::new_v4().simple());
-    ok(&run(
-        worker(&db, &s3, dir.path(), &reader),
-        &["--json", "restore", &full, "--target-database", &target],
-    )
-    .await);
+    ok_json(
+        &run(
+            worker(&db, &s3, dir.path(), &reader),
+            &["--json", "restore", &full, "--target-database", &target],
+        )
+        .await,
+    );
     let restored = TestDb::attach(&target).await;
     assert_eq!(
         all_checksums(&restored.pool).await,
@@ -280,11 +245,13 @@ async fn backups_of_a_write_only_worker_are_read_only_with_the_identity() {
     );
     db.execute_script("UPDATE core_departments SET name = 'damaged' WHERE tenant_id = 1")
         .await;
-    ok(&run(
-        worker(&db, &s3, dir.path(), &reader),
-        &["--json", "restore", &tenant, "--replace"],
-    )
-    .await);
+    ok_json(
+        &run(
+            worker(&db, &s3, dir.path(), &reader),
+            &["--json", "restore", &tenant, "--replace"],
+        )
+        .await,
+    );
     assert_eq!(
         all_checksums(&restored.pool).await,
         all_checksums(&db.pool).await
@@ -298,11 +265,13 @@ async fn backups_of_a_write_only_worker_are_read_only_with_the_identity() {
     )
     .await;
     for uuid in [&full, &rotated] {
-        ok(&run(
-            worker(&db, &s3, dir.path(), &reader),
-            &["--json", "verify", uuid],
-        )
-        .await);
+        ok_json(
+            &run(
+                worker(&db, &s3, dir.path(), &reader),
+                &["--json", "verify", uuid],
+            )
+            .await,
+        );
     }
     let only_new = dir.path().join("only-new");
     std::fs::write(&only_new, &new_identity).unwrap();
@@ -310,11 +279,13 @@ async fn backups_of_a_write_only_worker_are_read_only_with_the_identity() {
         "BACKUP_ENCRYPTION_IDENTITY_FILE",
         only_new.display().to_string(),
     )];
-    ok(&run(
-        worker(&db, &s3, dir.path(), &only_new),
-        &["--json", "verify", &rotated],
-    )
-    .await);
+    ok_json(
+        &run(
+            worker(&db, &s3, dir.path(), &only_new),
+            &["--json", "verify", &rotated],
+        )
+        .await,
+    );
     let err = failed(&run(worker(&db, &s3, dir.path(), &only_new), &["verify", &full]).await);
     assert!(err.contains("none of the configured identities"), "{err}");
 

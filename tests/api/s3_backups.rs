@@ -3,53 +3,21 @@
 //! the REST download streamed from the bucket; refused writes and `check`.
 
 use std::path::Path;
-use std::process::Output;
 use std::sync::Arc;
-use std::time::Duration;
 
 use reqwest::StatusCode;
 use riveredge_backup::settings::S3Settings;
 use riveredge_backup::storage::{ObjectKey, S3Storage, Storage};
-use serde_json::Value;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
-use crate::helpers::{all_checksums, backup_row, table_checksum, url_of, TestDb};
-use crate::s3_server::{read_only, s3_overrides, s3_settings};
+use crate::helpers::{all_checksums, backup_row, table_checksum, TestDb};
+use crate::s3_server::{ok_json, read_only, run, s3_overrides, s3_settings, worker};
 
 /// The binary with only the database and the bucket configured (and an empty local directory
 /// that must stay empty).
 fn operator(db: &TestDb, s3: &S3Settings, unused_dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_riveredge-backup"));
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("RUST_LOG", "warn")
-        .env("DATABASE_URL", url_of(&db.conn))
-        .env("BACKUP_STORAGE_DIR", unused_dir)
-        .kill_on_drop(true);
-    for (k, v) in s3_overrides(s3) {
-        cmd.env(k, v);
-    }
-    cmd
-}
-
-async fn run(mut cmd: Command, args: &[&str]) -> Output {
-    tokio::time::timeout(Duration::from_secs(300), cmd.args(args).output())
-        .await
-        .expect("the command finished within 5 minutes")
-        .expect("the binary runs")
-}
-
-#[track_caller]
-fn ok_json(out: &Output) -> Value {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("one JSON document")
+    worker(db, s3, unused_dir, &[])
 }
 
 async fn object_keys(s3: &S3Settings, uuid: &str) -> Vec<String> {

@@ -206,3 +206,48 @@ pub fn s3_overrides(s3: &S3Settings) -> Vec<(&'static str, String)> {
         ),
     ]
 }
+
+/// The binary as an operator runs it: the database, the bucket, the local directory `dir` and
+/// the given extra variables (encryption keys), nothing else.
+pub(crate) fn worker(
+    db: &crate::helpers::TestDb,
+    s3: &S3Settings,
+    dir: &std::path::Path,
+    vars: &[(&str, String)],
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_riveredge-backup"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn")
+        .env("DATABASE_URL", crate::helpers::url_of(&db.conn))
+        .env("BACKUP_STORAGE_DIR", dir)
+        .kill_on_drop(true);
+    for (k, v) in s3_overrides(s3) {
+        cmd.env(k, v);
+    }
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Runs `cmd` with `args` to its end (at most 5 minutes).
+pub(crate) async fn run(mut cmd: tokio::process::Command, args: &[&str]) -> std::process::Output {
+    tokio::time::timeout(std::time::Duration::from_secs(300), cmd.args(args).output())
+        .await
+        .expect("the command finished within 5 minutes")
+        .expect("the binary runs")
+}
+
+/// The `--json` document of a command that succeeded.
+#[track_caller]
+pub(crate) fn ok_json(out: &std::process::Output) -> serde_json::Value {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON document")
+}
