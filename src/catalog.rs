@@ -4,7 +4,8 @@
 //!
 //! Tables are ordinary and partitioned tables outside the system schemas, not partitions (a
 //! partitioned parent is copied through `SELECT`, which includes its partitions' rows) and not
-//! tables owned by extensions (pg_dump skips their data too).
+//! tables owned by extensions (pg_dump skips their data too). Partitions are only remembered
+//! with the table at the root of their tree, so a name that is one gets a useful error.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -117,6 +118,9 @@ impl Sequence {
 #[derive(Debug, Default, Clone)]
 pub struct Catalog {
     tables: BTreeMap<TableRef, Table>,
+    /// Every partition (at any depth) and the catalog table at the root of its tree: partitions
+    /// are not tables of their own here, but a user may name one.
+    partitions: BTreeMap<TableRef, TableRef>,
     pub foreign_keys: Vec<ForeignKey>,
     pub sequences: Vec<Sequence>,
 }
@@ -131,6 +135,10 @@ pub enum CatalogError {
     Ambiguous { name: String, schemas: String },
     #[error("{0:?} is not a valid table name (use table or schema.table)")]
     Invalid(String),
+    #[error(
+        "table {partition} is a partition of {parent}: choose {parent}, which includes all its partitions"
+    )]
+    Partition { partition: String, parent: String },
 }
 
 /// One column of one table (tables without columns come with NULLs), from `pg_attribute`.
@@ -362,8 +370,26 @@ impl Catalog {
             })
             .collect();
 
+        // language=PostgreSQL
+        let partition_rows: Vec<(String, String, String, String)> = sqlx::query_as(&format!(
+            "SELECT n.nspname::text, c.relname::text, rn.nspname::text, r.relname::text
+             FROM pg_class c
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             JOIN pg_class r ON r.oid = pg_partition_root(c.oid)
+             JOIN pg_namespace rn ON rn.oid = r.relnamespace
+             WHERE c.relispartition AND c.relkind IN ('r', 'p') AND {USER_SCHEMAS}"
+        ))
+        .fetch_all(conn)
+        .await?;
+        let partitions = partition_rows
+            .into_iter()
+            .map(|(s, n, rs, rn)| (TableRef::new(&s, &n), TableRef::new(&rs, &rn)))
+            .filter(|(_, root)| tables.contains_key(root))
+            .collect();
+
         Ok(Self {
             tables,
+            partitions,
             foreign_keys,
             sequences,
         })
@@ -373,6 +399,7 @@ impl Catalog {
     #[must_use]
     pub fn without(mut self, skip: &[TableRef]) -> Self {
         self.tables.retain(|t, _| !skip.contains(t));
+        self.partitions.retain(|_, root| !skip.contains(root));
         self.foreign_keys
             .retain(|fk| !skip.contains(&fk.table) && !skip.contains(&fk.referenced));
         for seq in &mut self.sequences {
@@ -388,6 +415,19 @@ impl Catalog {
 
     pub fn tables(&self) -> impl Iterator<Item = &Table> {
         self.tables.values()
+    }
+
+    /// The partitioned catalog table whose tree holds partition `t`, if `t` is one.
+    pub fn partition_root(&self, t: &TableRef) -> Option<&TableRef> {
+        self.partitions.get(t)
+    }
+
+    /// A partition named by the user: the error that names the table to choose instead.
+    fn partition_error(&self, t: &TableRef) -> Option<CatalogError> {
+        self.partitions.get(t).map(|root| CatalogError::Partition {
+            partition: t.to_string(),
+            parent: root.to_string(),
+        })
     }
 
     /// Foreign keys declared on `t` (to its parents).
@@ -422,15 +462,23 @@ impl Catalog {
         match schema {
             Some(s) => {
                 let key = TableRef::new(s, name);
-                self.tables
-                    .contains_key(&key)
-                    .then_some(key)
-                    .ok_or_else(|| CatalogError::UnknownTable(input.to_owned()))
+                if self.tables.contains_key(&key) {
+                    return Ok(key);
+                }
+                Err(self
+                    .partition_error(&key)
+                    .unwrap_or_else(|| CatalogError::UnknownTable(input.to_owned())))
             }
             None => {
                 let found: Vec<&TableRef> = self.tables.keys().filter(|t| t.name == name).collect();
                 match found.as_slice() {
-                    [] => Err(CatalogError::UnknownTable(input.to_owned())),
+                    [] => Err(self
+                        .partitions
+                        .keys()
+                        .filter(|p| p.name == name)
+                        .min_by_key(|p| p.schema != "public")
+                        .and_then(|p| self.partition_error(p))
+                        .unwrap_or_else(|| CatalogError::UnknownTable(input.to_owned()))),
                     [one] => Ok((*one).clone()),
                     many => {
                         // `public` is what an unqualified name means to the app (its search_path).
@@ -542,6 +590,25 @@ mod tests {
         assert_eq!(
             TableRef::new("my schema", "we\"ird").quoted(),
             "\"my schema\".\"we\"\"ird\""
+        );
+    }
+
+    #[test]
+    fn a_partition_is_refused_naming_the_table_to_choose() {
+        let mut c = catalog(&[("public", "events")]);
+        c.partitions.insert(
+            TableRef::new("public", "events_low"),
+            TableRef::new("public", "events"),
+        );
+        let refused = || CatalogError::Partition {
+            partition: "public.events_low".into(),
+            parent: "public.events".into(),
+        };
+        assert_eq!(c.resolve("events_low"), Err(refused()));
+        assert_eq!(c.resolve("public.events_low"), Err(refused()));
+        assert_eq!(
+            c.resolve("other.events_low"),
+            Err(CatalogError::UnknownTable("other.events_low".into()))
         );
     }
 }

@@ -103,7 +103,7 @@ pub enum BackupError {
     Invalid(String),
     #[error("{0} backups are not supported yet; take a full backup")]
     UnsupportedType(&'static str),
-    #[error("unknown tables, nothing was dumped: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    #[error("tables that cannot be backed up, nothing was dumped: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     UnknownTables(Vec<CatalogError>),
     #[error("tenant {tenant} has no rows in {table}: {reason}")]
     NoTenantRows {

@@ -50,9 +50,14 @@ pub(super) async fn relations_outside(
         return Ok(Vec::new());
     }
     // language=PostgreSQL
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT n.nspname::text, c.relname::text FROM pg_class c
+    // A partition is kept with the selected table at the root of its tree: the rows are copied
+    // through that table, and restoring them needs every partition to route them to.
+    let rows: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT n.nspname::text, c.relname::text, rn.nspname::text, r.relname::text
+         FROM pg_class c
          JOIN pg_namespace n ON n.oid = c.relnamespace
+         LEFT JOIN pg_class r ON c.relispartition AND r.oid = pg_partition_root(c.oid)
+         LEFT JOIN pg_namespace rn ON rn.oid = r.relnamespace
          WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
            AND n.nspname NOT IN ('pg_catalog', 'information_schema')
            AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
@@ -70,7 +75,13 @@ pub(super) async fn relations_outside(
         .collect();
     Ok(rows
         .into_iter()
-        .map(|(schema, name)| TableRef::new(&schema, &name))
+        .filter(
+            |(_, _, root_schema, root_name)| match (root_schema, root_name) {
+                (Some(s), Some(n)) => !keep.contains(&&TableRef::new(s, n)),
+                _ => true,
+            },
+        )
+        .map(|(schema, name, _, _)| TableRef::new(&schema, &name))
         .filter(|t| !keep.contains(&t))
         .collect())
 }
@@ -110,21 +121,24 @@ pub(super) async fn dump_schema(
     }
 }
 
-/// The selection's exclusions, plus for a whole-database backup every partition: `pg_dump`
-/// writes a partition's table, but its rows are copied through the partitioned parent, so
-/// verification must know why it has no data file of its own.
+/// The selection's exclusions, plus every partition of a selected table (for a whole-database
+/// backup, every partition): `pg_dump` writes a partition's table, but its rows are copied
+/// through the partitioned table at the root of its tree, so verification must know why it has
+/// no data file of its own.
 pub(super) async fn excluded_tables(
     state: &AppState,
     validated: &ValidatedSpec,
 ) -> Result<Vec<ExcludedTable>, BackupError> {
     let mut out = validated.selection.excluded.clone();
-    if validated.spec.scope != BackupScope::All {
-        return Ok(out);
-    }
+    let whole = validated.spec.scope == BackupScope::All;
+    let selected = validated.selection.table_refs();
     // language=PostgreSQL
-    let partitions: Vec<(String, String)> = sqlx::query_as(
-        "SELECT n.nspname::text, c.relname::text FROM pg_class c
+    let partitions: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT n.nspname::text, c.relname::text, rn.nspname::text, r.relname::text
+         FROM pg_class c
          JOIN pg_namespace n ON n.oid = c.relnamespace
+         JOIN pg_class r ON r.oid = pg_partition_root(c.oid)
+         JOIN pg_namespace rn ON rn.oid = r.relnamespace
          WHERE c.relispartition AND c.relkind IN ('r', 'p')
            AND n.nspname NOT IN ('pg_catalog', 'information_schema')
          ORDER BY 1, 2",
@@ -132,7 +146,11 @@ pub(super) async fn excluded_tables(
     .fetch_all(&state.pool)
     .await
     .map_err(BackupError::db("listing partitions"))?;
-    out.extend(partitions.into_iter().map(|(schema, name)| ExcludedTable {
+    let partitions = partitions
+        .into_iter()
+        .filter(|(_, _, rs, rn)| whole || selected.contains(&TableRef::new(rs, rn)))
+        .map(|(schema, name, _, _)| (schema, name));
+    out.extend(partitions.map(|(schema, name)| ExcludedTable {
         schema,
         name,
         reason: "partition: its rows are copied through its partitioned parent".to_owned(),

@@ -16,6 +16,7 @@ mod foundation;
 mod incremental;
 mod kill;
 mod page;
+mod partitions;
 mod rest;
 mod rest_download;
 mod restart;
