@@ -324,8 +324,9 @@ async fn send_execute(state: &ApiState, row: &BackupRow) -> Result<()> {
     .with_id(format!("backup-execute-{}", row.uuid));
     if let Err(reason) = super::send_event(state, event).await {
         tracing::warn!(backup = %row.uuid, reason = %reason, "could not queue the backup");
-        q::fail_unsent_backup(
+        q::fail_unsent(
             &state.app.pool,
+            q::Unsent::Backup,
             &row.uuid,
             &format!("failed to trigger the background task: {reason}"),
         )

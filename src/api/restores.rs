@@ -226,8 +226,9 @@ pub async fn create(
         .with_id(format!("backup-restore-{restore_uuid}"));
         if let Err(reason) = super::send_event(&state, event).await {
             tracing::warn!(restore = %restore_uuid, reason = %reason, "could not queue the restore");
-            q::fail_unsent_restore(
+            q::fail_unsent(
                 &state.app.pool,
+                q::Unsent::Restore,
                 &restore_uuid.to_string(),
                 &format!("failed to trigger the background task: {reason}"),
             )

@@ -128,20 +128,33 @@ pub async fn get_backup(
     .await
 }
 
-/// Marks a backup whose `backup/execute` event could not be sent; only a still-pending row
-/// changes (a run that started meanwhile owns it).
+/// A row whose event could not be sent: a backup (`backup/execute`) or a restore
+/// (`backup/restore`).
+#[derive(Debug, Clone, Copy)]
+pub enum Unsent {
+    Backup,
+    Restore,
+}
+
+/// Marks a row whose event could not be sent; only a still-pending row changes (a run that
+/// started meanwhile owns it).
 ///
 /// # Errors
 /// Database errors.
-pub async fn fail_unsent_backup(
+pub async fn fail_unsent(
     db: impl PgExecutor<'_>,
+    kind: Unsent,
     uuid: &str,
     message: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE root_data_backups SET status = 'failed', error_message = $2, completed_at = now(), updated_at = now()
-         WHERE uuid = $1 AND status = 'pending'",
-    )
+    let table = match kind {
+        Unsent::Backup => "root_data_backups",
+        Unsent::Restore => "root_data_restores",
+    };
+    sqlx::query(&format!(
+        "UPDATE {table} SET status = 'failed', error_message = $2, completed_at = now(), updated_at = now()
+         WHERE uuid = $1 AND status = 'pending'"
+    ))
     .bind(uuid)
     .bind(message)
     .execute(db)
@@ -275,24 +288,4 @@ pub async fn restores_of_backup(
     .bind(backup_uuid)
     .fetch_all(db)
     .await
-}
-
-/// Marks a restore whose event could not be sent (only while still pending).
-///
-/// # Errors
-/// Database errors.
-pub async fn fail_unsent_restore(
-    db: impl PgExecutor<'_>,
-    uuid: &str,
-    message: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE root_data_restores SET status = 'failed', error_message = $2, completed_at = now(), updated_at = now()
-         WHERE uuid = $1 AND status = 'pending'",
-    )
-    .bind(uuid)
-    .bind(message)
-    .execute(db)
-    .await?;
-    Ok(())
 }
